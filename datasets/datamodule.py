@@ -1,0 +1,100 @@
+"""Lightning DataModule wrapping ready-built train/val/test datasets."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datasets.collate import collate_pad
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and `random` in a DataLoader worker from torch's worker seed.
+
+    torch already seeds each worker with base_seed + worker_id, where base_seed
+    is drawn from the main process RNG every epoch; the loaders draw crops from
+    torch's RNG, and this keeps any numpy/random use in the same scheme.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class DataModule(pl.LightningDataModule):
+    """DataLoaders with `collate_pad` for datasets built by Hydra (`_target_` nodes).
+
+    Training batches are shuffled and the last incomplete batch dropped (by
+    default); validation and test keep the file order and every item.
+    """
+
+    def __init__(
+        self,
+        train: Dataset | None,
+        val: Dataset | None,
+        test: Dataset | None,
+        batch_size: int,
+        val_batch_size: int = 1,
+        test_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ):
+        super().__init__()
+        self.train_set, self.val_set, self.test_set = train, val, test
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size)
+        self.test_batch_size = int(test_batch_size)
+        self.num_workers = int(num_workers)
+        # pinning only helps (and torch only allows it quietly) with a GPU
+        self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+
+    def _first_set(self) -> Dataset:
+        for ds in (self.train_set, self.val_set, self.test_set):
+            if ds is not None:
+                return ds
+        raise ValueError("the DataModule has no dataset")
+
+    @property
+    def fs(self) -> int:
+        return self._first_set().fs
+
+    @property
+    def n_sources(self) -> int:
+        return self._first_set().n_sources
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(self._first_set().source_names)
+
+    def _loader(self, ds: Dataset | None, which: str, batch_size: int, train: bool) -> DataLoader:
+        if ds is None:
+            raise ValueError(f"no {which} dataset configured in the DataModule")
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=self.shuffle and train,
+            drop_last=self.drop_last and train,
+            num_workers=self.num_workers,
+            collate_fn=collate_pad,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            worker_init_fn=seed_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "train", self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, "val", self.val_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test", self.test_batch_size, train=False)

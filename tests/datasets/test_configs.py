@@ -1,0 +1,73 @@
+"""Every config/datamodule node composes with Hydra and instantiates on fixture trees."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from tests.datasets.corpora import MUSDB_TRAIN
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+# config name -> (fixture with the tree, n_speakers, fs, expected source names)
+CASES = {
+    "default": ("wsj0_root", 2, 8000, ["s1", "s2"]),
+    "diffuse": ("wsj0_root", 2, 8000, ["s1", "s2"]),
+    "synth": ("wsj0_root", 2, 8000, ["s1", "s2"]),
+    "libri": ("libri_root", 2, 8000, ["s1", "s2"]),
+    "nr": ("vctk_root", 2, 16000, ["clean", "noise"]),
+    "synth_nr": ("vctk_root", 2, 16000, ["clean", "noise"]),
+    "musdb": ("musdb_root", 4, 8000, ["drums", "bass", "other", "vocals"]),
+    "synth_music": ("musdb_root", 4, 8000, ["drums", "bass", "other", "vocals"]),
+}
+
+
+def test_every_config_is_tested():
+    assert {p.stem for p in (CONFIG_DIR / "datamodule").glob("*.yaml")} == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_config_instantiates(name, request):
+    fixture, n_spk, fs, sources = CASES[name]
+    root = request.getfixturevalue(fixture)
+    if name == "libri":  # the fixture has train-100 only
+        extra = ["datamodule.train.split=train-100"]
+    else:
+        extra = []
+    overrides = [
+        f"+datamodule={name}",
+        f"+n_speakers={n_spk}",
+        f"+fs={fs}",
+        f"datamodule.train.root={root}",
+        "datamodule.batch_size=2",
+        "datamodule.num_workers=0",
+        *extra,
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=None, overrides=overrides)
+    assert cfg.datamodule._target_ == "datasets.datamodule.DataModule"
+    assert cfg.datamodule.val.root == str(root) and cfg.datamodule.test.root == str(root)
+    dm = instantiate(cfg.datamodule)
+    assert dm.source_names == sources and dm.fs == fs
+    for ds in (dm.train_set, dm.val_set, dm.test_set):
+        assert ds.n_sources == len(sources) and ds.fs == fs and len(ds) > 0
+    if fixture in ("vctk_root", "musdb_root"):  # val is held out of the train folder
+        assert not set(dm.train_set.names) & set(dm.val_set.names)
+    if name == "synth_music":  # validation tracks from the corpus manifest
+        assert dm.val_set.names == [MUSDB_TRAIN[-1]]
+    mix, tgt, lengths = next(iter(dm.train_dataloader()))
+    assert mix.shape[:2] == (2, 1) and tgt.shape[:2] == (2, len(sources))
+    crop = cfg.datamodule.train.get("max_len_s") or cfg.datamodule.train.get("segment_s")
+    assert mix.shape[-1] == round(crop * fs)
+    mix, tgt, lengths = next(iter(dm.val_dataloader()))
+    assert mix.shape[0] == 1 and tgt.shape[1] == len(sources)
+
+
+def test_reference_batch_sizes():
+    want = {"default": (6, 4), "diffuse": (3, 4), "synth": (4, 2)}
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for name, (batch, workers) in want.items():
+            cfg = compose(config_name=None, overrides=[f"+datamodule={name}"])
+            assert (cfg.datamodule.batch_size, cfg.datamodule.num_workers) == (batch, workers)
+            assert cfg.datamodule.train.max_len_s == (2.0 if name == "synth" else 5.0)
