@@ -1,23 +1,26 @@
 """Dataset loaders, collation and the Lightning DataModule.
 
-The loaders are re-exported here; `datasets.datamodule.DataModule` is not, so
-that importing a loader (or the `datasets.synth` generator) does not pull in
-Lightning.
+The loaders are re-exported lazily (PEP 562 `__getattr__`): importing the
+package, e.g. to run the `datasets.synth` generator, does not pull in torch or
+Lightning until a loader is actually used.
 """
 
-from datasets.audio import DatasetError
-from datasets.collate import collate_pad
-from datasets.librimix import LibriMix, librimix_eval_dataset
-from datasets.musdb import MUSDB18HQ
-from datasets.vctk_demand import VCTKDemand
-from datasets.wsj0_mix import WSJ0Mix
+from importlib import import_module
 
-__all__ = [
-    "DatasetError",
-    "LibriMix",
-    "MUSDB18HQ",
-    "VCTKDemand",
-    "WSJ0Mix",
-    "collate_pad",
-    "librimix_eval_dataset",
-]
+_EXPORTS = {
+    "DatasetError": "datasets.audio",
+    "collate_pad": "datasets.collate",
+    "LibriMix": "datasets.librimix",
+    "librimix_eval_dataset": "datasets.librimix",
+    "MUSDB18HQ": "datasets.musdb",
+    "VCTKDemand": "datasets.vctk_demand",
+    "WSJ0Mix": "datasets.wsj0_mix",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'datasets' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
