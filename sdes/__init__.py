@@ -1,0 +1,39 @@
+"""Score-based SDEs for source separation (pure maths, no nn.Module) and their samplers."""
+
+from sdes.base import SDE, StdOp
+from sdes.mix import MixSDE, PriorMixSDE
+from sdes.ouve import OUVESDE
+from sdes.sampling import (
+    CORRECTORS,
+    PREDICTORS,
+    SCHEDULES,
+    ald2,
+    euler_maruyama,
+    get_ode_sampler,
+    get_pc_sampler,
+    get_time_grid,
+    langevin,
+    no_corrector,
+    no_predictor,
+    reverse_diffusion,
+)
+
+__all__ = [
+    "CORRECTORS",
+    "MixSDE",
+    "OUVESDE",
+    "PREDICTORS",
+    "PriorMixSDE",
+    "SCHEDULES",
+    "SDE",
+    "StdOp",
+    "ald2",
+    "euler_maruyama",
+    "get_ode_sampler",
+    "get_pc_sampler",
+    "get_time_grid",
+    "langevin",
+    "no_corrector",
+    "no_predictor",
+    "reverse_diffusion",
+]
