@@ -1,0 +1,1 @@
+"""NCSN++ building blocks: FIR resampling, initialisers, embeddings, residual/attention blocks."""
