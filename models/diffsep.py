@@ -1,0 +1,295 @@
+"""DiffSep LightningModule: score-matching training, EMA, validation separation, inference.
+
+The module receives built parts (score network, SDE, optimizer and scheduler
+partials) and plain options, as in lightning-hydra-template. How training examples
+are drawn and scored lives in :mod:`models.training_strategies`.
+"""
+
+import pytorch_lightning as pl
+import torch
+
+from evaluation import metrics
+from models.ema import EMA
+from models.tb_logging import log_separation_example, tensorboard_writer
+from models.training_strategies import (
+    SOURCE_ORDERS,
+    TIME_SAMPLINGS,
+    draw_training_example,
+    resolve_train_strategy,
+    score_matching_loss,
+)
+from sdes import get_pc_sampler
+
+NORM_EPS = 1e-5
+SAMPLER_DEFAULTS = dict(predictor="reverse_diffusion", corrector="ald2", N=30, snr=0.5,
+                        corrector_steps=1, denoise=True, schedule="linear", final_step=False)
+
+
+def normalize(mix, tgt=None, eps=NORM_EPS):
+    """Per-example normalisation by the mixture: ``(mix_n, tgt_n, stats)``.
+
+    The targets are shifted by mean / K each so that they still sum to the
+    normalised mixture (the SDE's prior is built on that sum).
+    """
+    mean = mix.mean(dim=(1, 2), keepdim=True)
+    std = mix.std(dim=(1, 2), keepdim=True).clamp_min(eps)
+    mix_n = (mix - mean) / std
+    tgt_n = None if tgt is None else (tgt - mean / tgt.shape[1]) / std
+    return mix_n, tgt_n, (mean, std)
+
+
+def denormalize(x, stats):
+    """Inverse of :func:`normalize` for K signals ``(B, K, L)`` that sum to the mixture."""
+    mean, std = stats
+    return x * std + mean / x.shape[1]
+
+
+def _unpack(batch):
+    mix, tgt = batch[0], batch[1]
+    lengths = batch[2] if len(batch) > 2 else None
+    return mix, tgt, lengths
+
+
+def _length_mask(lengths, n):
+    """(B, 1, L) 0/1 mask of the valid samples, or None when nothing is padded."""
+    if lengths is None or bool((lengths == n).all()):
+        return None
+    return (torch.arange(n, device=lengths.device)[None, :] < lengths[:, None])[:, None]
+
+
+class DiffSepModel(pl.LightningModule):
+    """Score-based source separation model (DiffSep).
+
+    Args:
+        score_model: ``forward(x (B,K,L), t (B,), mix (B,1,L)) -> score (B,K,L)``.
+        sde: the SDE (``sdes.MixSDE``, ``PriorMixSDE``, ``OUVESDE``).
+        optimizer: partial taking ``params``; scheduler: partial taking
+            ``optimizer`` or None, stepped as ``scheduler_config`` says.
+        fs, n_sources, source_names: audio rate, K and the names of the sources.
+        t_eps, time_sampling, source_order, pit_threshold: see training_strategies.
+        train_strategy, mismatch_p: ``standard``, ``prior_mismatch_pit`` or
+            ``prior_mismatch_fraction`` and its per-example probability;
+            ``init_hack``/``init_hack_p`` are the original numeric aliases.
+        ema_decay, ema_warmup: EMA of the weights, used for validation, test and
+            inference (warm-up: decay min(ema_decay, (1 + n) / (10 + n)) at update n).
+        lr_warmup_steps: linear learning-rate warm-up over that many optimizer steps.
+        sampler: defaults of :meth:`separate`.
+        valid_max_sep_batches: validation batches that are fully separated.
+        val_pesq_mode: null, "nb" or "wb"; log_audio_n: examples sent to TensorBoard.
+    """
+
+    def __init__(self, score_model, sde, optimizer, scheduler=None, *, fs=8000, n_sources=2,
+                 source_names=None, t_eps=0.03, time_sampling="uniform", source_order="random",
+                 pit_threshold=None, train_strategy="standard", mismatch_p=None, init_hack=None,
+                 init_hack_p=None, ema_decay=0.999, ema_warmup=True, lr_warmup_steps=0,
+                 scheduler_config=None, sampler=None, valid_max_sep_batches=1,
+                 val_pesq_mode=None, log_audio_n=2, val_seed=0):
+        super().__init__()
+        self.score_model = score_model
+        self.sde = sde
+        self.fs = int(fs)
+        self.n_sources = int(n_sources)
+        if sde.ndim != self.n_sources:
+            raise ValueError(f"the SDE has ndim={sde.ndim} but n_sources={self.n_sources}")
+        self.source_names = list(source_names or [f"s{i + 1}" for i in range(self.n_sources)])
+        if len(self.source_names) != self.n_sources:
+            raise ValueError(f"{len(self.source_names)} source_names for {n_sources} sources")
+        if time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}")
+        if source_order not in SOURCE_ORDERS:
+            raise ValueError(f"source_order must be one of {SOURCE_ORDERS}")
+        if pit_threshold is not None and source_order != "pit":
+            raise ValueError("pit_threshold needs source_order: pit")
+        if not 0.0 < t_eps < sde.T:
+            raise ValueError(f"t_eps must be in (0, T), got {t_eps}")
+        if val_pesq_mode not in (None, "nb", "wb"):
+            raise ValueError(f"val_pesq_mode must be null, 'nb' or 'wb', got {val_pesq_mode!r}")
+        self.t_eps = float(t_eps)
+        self.time_sampling = time_sampling
+        self.source_order = source_order
+        self.pit_threshold = pit_threshold
+        self.train_strategy, self.mismatch_p = resolve_train_strategy(
+            train_strategy, mismatch_p, init_hack, init_hack_p, n_steps=sde.N)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_config = dict(scheduler_config or {"interval": "epoch", "frequency": 1})
+        self.lr_warmup_steps = int(lr_warmup_steps or 0)
+        unknown = set(sampler or {}) - set(SAMPLER_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown sampler options {sorted(unknown)}")
+        self.sampler = {**SAMPLER_DEFAULTS, **dict(sampler or {})}
+        self.valid_max_sep_batches = int(valid_max_sep_batches)
+        self.val_pesq_mode = val_pesq_mode
+        self.log_audio_n = int(log_audio_n)
+        self.val_seed = int(val_seed)
+        self.ema = EMA(self.score_model, ema_decay, ema_warmup)
+        self._warmup_base_lr = None
+        self._audio_logged = 0
+        # Set by models.loading.load_model: the run's resolved config and name.
+        self.config = None
+        self.exp_name = None
+
+    def forward(self, x, t, mix):
+        return self.score_model(x, t, mix)
+
+    # ---- loss ----------------------------------------------------------------------
+    def compute_loss(self, mix, tgt, lengths=None, generator=None):
+        """Score-matching loss of a batch in the input scale (normalised inside)."""
+        mix_n, tgt_n, _ = normalize(mix, tgt)
+        example = draw_training_example(
+            self.sde, tgt_n, mix_n, t_eps=self.t_eps, time_sampling=self.time_sampling,
+            source_order=self.source_order, strategy=self.train_strategy,
+            mismatch_p=self.mismatch_p, pit_threshold=self.pit_threshold, generator=generator)
+        score = self.score_model(example["x_t"], example["t"], mix_n)
+        mask = _length_mask(lengths, mix.shape[-1])
+        return score_matching_loss(self.sde, score, example, mix_n, mask).mean()
+
+    def training_step(self, batch, batch_idx):
+        mix, tgt, lengths = _unpack(batch)
+        loss = self.compute_loss(mix, tgt, lengths)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=mix.shape[0])
+        return loss
+
+    # ---- optimisation --------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(params=self.parameters())
+        self._warmup_base_lr = [group["lr"] for group in opt.param_groups]
+        if self.scheduler_factory is None:
+            return opt
+        sched = self.scheduler_factory(optimizer=opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, **self.scheduler_config}}
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        if self.global_step < self.lr_warmup_steps:
+            # Warm-up overrides any scheduler during its first steps.
+            scale = (self.global_step + 1) / self.lr_warmup_steps
+            for group, base in zip(optimizer.param_groups, self._warmup_base_lr):
+                group["lr"] = base * scale
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.ema.update(self.score_model)
+
+    def on_before_optimizer_step(self, optimizer):
+        # Called after unscaling and before clipping: this is the pre-clip norm.
+        grads = [p.grad.detach() for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                         for g in grads]))
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        self.log("train/lr", float(optimizer.param_groups[0]["lr"]), on_step=True,
+                 on_epoch=False)
+
+    # ---- EMA bookkeeping -----------------------------------------------------------
+    def on_validation_epoch_start(self):
+        self.ema.swap_in(self.score_model)
+        self._audio_logged = 0
+
+    def on_validation_epoch_end(self):
+        self.ema.swap_out(self.score_model)
+
+    def on_test_epoch_start(self):
+        self.ema.swap_in(self.score_model)
+
+    def on_test_epoch_end(self):
+        self.ema.swap_out(self.score_model)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["ema"] = self.ema.state_dict()
+        if self.ema.swapped_in:
+            # Saved mid-evaluation: keep the training weights in the state dict.
+            for name, value in self.ema.training_weights().items():
+                checkpoint["state_dict"][f"score_model.{name}"] = value.detach().clone()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+
+    # ---- inference -----------------------------------------------------------------
+    @torch.no_grad()
+    def separate(self, mix, N=None, snr=None, corrector_steps=None, denoise=None, schedule=None,
+                 predictor=None, corrector=None, final_step=None, intermediate=False,
+                 generator=None):
+        """Separate ``mix (B, 1, L)`` -> ``(est (B, K, L), nfe, intermediates or None)``.
+
+        Outputs are in the scale of the input; ``intermediates`` is the list of
+        ``(t, x_t)`` states of the sampler, de-normalised too. Options left as None
+        take the module's ``sampler`` defaults.
+        """
+        given = dict(N=N, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
+                     schedule=schedule, predictor=predictor, corrector=corrector,
+                     final_step=final_step)
+        opt = {k: (self.sampler[k] if v is None else v) for k, v in given.items()}
+        mix_n, _, stats = normalize(mix)
+        sampler = get_pc_sampler(
+            opt["predictor"], opt["corrector"], self.sde, self.score_model, mix_n, N=opt["N"],
+            snr=opt["snr"], corrector_steps=opt["corrector_steps"], denoise=opt["denoise"],
+            eps=self.t_eps, intermediate=intermediate, schedule=opt["schedule"],
+            final_step=opt["final_step"], generator=generator)
+        out = sampler()
+        est, nfe = denormalize(out[0], stats), out[1]
+        states = None
+        if intermediate:
+            states = [(t, denormalize(x, stats)) for t, x in out[2]]
+        return est, nfe, states
+
+    # ---- validation and test -------------------------------------------------------
+    def _separation_metrics(self, mix, est, tgt, lengths):
+        """Per-example mean SI-SDR, SI-SDR improvement and PESQ (None when unavailable)."""
+        rows = []
+        for b in range(mix.shape[0]):
+            n = int(lengths[b]) if lengths is not None else mix.shape[-1]
+            e, r, m = est[b : b + 1, :, :n], tgt[b : b + 1, :, :n], mix[b : b + 1, :, :n]
+            sdr, perm = metrics.pit_si_sdr(e, r)
+            sdr_mix = metrics.si_sdr(m.expand_as(r), r)
+            matched = e[0, perm[0]]
+            pesq_vals = []
+            if self.val_pesq_mode is not None:
+                for k in range(self.n_sources):
+                    val, _ = metrics.pesq_score(matched[k].cpu().numpy(), r[0, k].cpu().numpy(),
+                                                self.fs, self.val_pesq_mode)
+                    if val is not None:
+                        pesq_vals.append(val)
+            rows.append(dict(si_sdr=float(sdr.mean()), si_sdri=float((sdr - sdr_mix).mean()),
+                             pesq=sum(pesq_vals) / len(pesq_vals) if pesq_vals else None,
+                             matched=matched, n=n))
+        return rows
+
+    def _log_metrics(self, stage, rows):
+        for key in ("si_sdr", "si_sdri", "pesq"):
+            vals = [row[key] for row in rows if row[key] is not None]
+            if vals:
+                self.log(f"{stage}/{key}", sum(vals) / len(vals), on_epoch=True,
+                         sync_dist=True, batch_size=len(vals))
+
+    def _maybe_log_audio(self, mix, tgt, rows):
+        writer = tensorboard_writer(self.logger) if self.logger is not None else None
+        if writer is None or self.global_rank != 0 or self.trainer.sanity_checking:
+            return
+        for b, row in enumerate(rows):
+            if self._audio_logged >= self.log_audio_n:
+                return
+            n = row["n"]
+            log_separation_example(writer, f"val_example_{self._audio_logged}",
+                                   mix[b, :, :n], row["matched"], tgt[b, :, :n], self.fs,
+                                   self.source_names, self.global_step)
+            self._audio_logged += 1
+
+    def validation_step(self, batch, batch_idx):
+        mix, tgt, lengths = _unpack(batch)
+        # A fixed noise per batch makes val/loss comparable from epoch to epoch.
+        gen = torch.Generator(device=mix.device).manual_seed(self.val_seed + batch_idx)
+        loss = self.compute_loss(mix, tgt, lengths, generator=gen)
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=mix.shape[0])
+        if batch_idx < self.valid_max_sep_batches:
+            est, _, _ = self.separate(mix, generator=gen)
+            rows = self._separation_metrics(mix, est, tgt, lengths)
+            self._log_metrics("val", rows)
+            self._maybe_log_audio(mix, tgt, rows)
+        return loss
+
+    def test_step(self, batch, batch_idx):
+        mix, tgt, lengths = _unpack(batch)
+        gen = torch.Generator(device=mix.device).manual_seed(self.val_seed + batch_idx)
+        est, nfe, _ = self.separate(mix, generator=gen)
+        self._log_metrics("test", self._separation_metrics(mix, est, tgt, lengths))
+        self.log("test/nfe", float(nfe), on_epoch=True, sync_dist=True, batch_size=mix.shape[0])

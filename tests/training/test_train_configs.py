@@ -1,0 +1,84 @@
+"""Every experiment, model and trainer config composes and holds the documented values."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.training.fixtures import CONFIG_DIR, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (CONFIG_DIR / "trainer").glob("*.yaml"))
+
+
+def test_groups_are_present():
+    assert {"icassp-separation", "noise-reduction", "demo"} <= set(EXPERIMENTS)
+    assert {"default", "diffuse", "tiny", "small"} <= set(MODELS)
+    assert {"default", "allgpus", "cpu"} <= set(TRAINERS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    OmegaConf.resolve(cfg.model)
+    assert cfg.model._target_ == "models.diffsep.DiffSepModel"
+    assert cfg.model.n_sources == cfg.n_speakers == cfg.model.sde.ndim
+
+
+def test_separation_experiment_values():
+    cfg = compose_config(["experiment=icassp-separation"])
+    m = cfg.model
+    assert cfg.name == "default" and cfg.fs == 8000 and cfg.n_speakers == 2
+    assert (m.init_hack, m.init_hack_p, m.t_eps, m.ema_decay) == (5, 0.1, 0.03, 0.999)
+    assert m.optimizer.lr == 2e-4 and m.score_model.backbone.nf == 128
+    assert m.score_model.spec_factor == 0.15
+    assert (m.sde.sigma_min, m.sde.sigma_max, m.sde.d_lambda, m.sde.N) == (0.05, 0.5, 2.0, 30)
+    assert (m.sampler.N, m.sampler.snr, m.sampler.corrector, m.sampler.corrector_steps) == (
+        30, 0.5, "ald2", 1)
+    assert m.valid_max_sep_batches == 2
+    assert cfg.datamodule.batch_size == 6 and cfg.datamodule.train.max_len_s == 5.0
+    t = cfg.trainer
+    assert (t.gradient_clip_val, t.accumulate_grad_batches, t.check_val_every_n_epoch) == (5, 2, 5)
+    # With the multi-GPU trainer the experiment's values still hold.
+    multi = compose_config(["experiment=icassp-separation", "trainer=allgpus"])
+    assert multi.trainer.devices == -1 and multi.trainer.accumulate_grad_batches == 2
+
+
+def test_enhancement_and_demo_values():
+    cfg = compose_config(["experiment=noise-reduction"])
+    assert cfg.name == "enhancement" and cfg.fs == 16000
+    assert cfg.model.sde._target_.endswith("PriorMixSDE") and cfg.model.init_hack == 4
+    assert cfg.model.source_order == "fixed" and cfg.model.score_model.backbone.nf == 128
+    assert list(cfg.model.source_names) == ["speech", "noise"]
+    demo = compose_config(["experiment=demo"])
+    assert demo.trainer.accelerator == "cpu" and demo.trainer.max_time == "00:00:08:00"
+    assert demo.trainer.check_val_every_n_epoch == 1
+    assert demo.datamodule.train.root == "data/synth/wsj0_mix"
+    assert demo.model.score_model.backbone.nf == 16  # the tiny network
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_configs_instantiate(model):
+    cfg = compose_config([f"model={model}"])
+    module = instantiate(cfg.model)
+    assert module.n_sources == 2 and module.sde.ndim == 2
+    if model in ("default", "large"):
+        return  # same code as small, only wider: a CPU forward pass would be slow
+    x = torch.randn(1, 2, 700)
+    with torch.no_grad():
+        score = module(x, torch.tensor([0.5]), x.sum(1, keepdim=True))
+    assert score.shape == x.shape and torch.isfinite(score).all()
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_trainer_configs(trainer):
+    cfg = compose_config([f"trainer={trainer}"])
+    t = cfg.trainer
+    assert t._target_ == "pytorch_lightning.Trainer" and t.gradient_clip_val == 5.0
+    if trainer == "allgpus":
+        assert t.devices == -1 and t.strategy.find_unused_parameters is False
+        assert t.sync_batchnorm is False and t.check_val_every_n_epoch == 5
+    if trainer == "cpu":
+        trainer_obj = instantiate(t, logger=False, enable_checkpointing=False)
+        assert trainer_obj.num_devices == 1

@@ -1,0 +1,57 @@
+"""Train DiffSep: ``python train.py [experiment=icassp-separation] [key=value ...]``.
+
+Runs go to ``exp/<name>/<date>_<overrides>/`` (Hydra run dir): TensorBoard events,
+``checkpoints/epoch-NNN_si_sdr-F.FFF.ckpt`` (best by val/si_sdr) and ``last.ckpt``.
+Every checkpoint carries the resolved config (``diffsep_config``) so that
+``models.loading.load_model`` rebuilds the model from the file alone.
+"""
+
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from training.callbacks import LastCheckpoint, StoreConfig
+
+
+def build_callbacks(cfg, ckpt_dir):
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="epoch-{epoch:03d}_si_sdr-{val/si_sdr:.3f}",
+        auto_insert_metric_name=False,
+        monitor="val/si_sdr",
+        mode="max",
+        save_top_k=cfg.checkpoint.save_top_k,
+        save_last=False,  # LastCheckpoint owns last.ckpt
+    )
+    last = LastCheckpoint(ckpt_dir, cfg.checkpoint.every_n_train_steps)
+    extra = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    return [StoreConfig(cfg), best, last, *extra]
+
+
+@hydra.main(config_path="config", config_name="config", version_base="1.3")
+def main(cfg: DictConfig):
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.datamodule)
+    model = instantiate(cfg.model)
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="")
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, run_dir / "checkpoints"),
+                          logger=logger)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume_from_checkpoint)
+    if cfg.test:
+        # The best checkpoint by val/si_sdr; with no validation yet, the final weights.
+        best = trainer.checkpoint_callback.best_model_path
+        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None)
+
+
+if __name__ == "__main__":
+    main()

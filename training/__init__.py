@@ -1,0 +1,1 @@
+"""Training wiring shared by train.py and the tests (callbacks)."""
