@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the shared evaluation loop, result records and figures."""

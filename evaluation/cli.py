@@ -1,0 +1,79 @@
+"""Command-line options shared by `evaluate.py` and `evaluate_mp.py`."""
+
+import argparse
+
+import torch
+
+from evaluation.runner import NO_PROC, Settings
+
+
+def str2bool(value):
+    """`--denoise true/false` (also yes/no, 1/0)."""
+    v = str(value).strip().lower()
+    if v in ("true", "t", "yes", "y", "1"):
+        return True
+    if v in ("false", "f", "no", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def default_device():
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def add_common_args(parser):
+    """Checkpoint, sampler, metric, output and baseline options."""
+    parser.add_argument("ckpt", help=f"Path to checkpoint to use, or {NO_PROC} to score "
+                        "the unprocessed mixture")
+    parser.add_argument("-l", "--limit", type=int, default=None,
+                        help="Limit the number of samples to process")
+    parser.add_argument("--save-n", type=int, default=0,
+                        help="Save audio and a reverse-process figure for the first N samples")
+    parser.add_argument("-N", type=int, default=30, help="Number of steps")
+    parser.add_argument("--snr", type=float, default=0.5, help="Step size of corrector")
+    parser.add_argument("--corrector-steps", type=int, default=1,
+                        help="Number of corrector steps")
+    parser.add_argument("--denoise", type=str2bool, default=True,
+                        help="Use denoising in solver (true/false)")
+    parser.add_argument("-s", "--schedule", choices=("linear", "log", "revlog"),
+                        default="linear", help="Time-step schedule of the sampler")
+    parser.add_argument("--enhance", action="store_true",
+                        help="Speech enhancement: score the first source only, no permutation")
+    parser.add_argument("--pesq-mode", choices=("nb", "wb"), default=None,
+                        help="PESQ mode (default: nb at 8 kHz, wb at 16 kHz and for --enhance)")
+    parser.add_argument("--stoi-no-extended", action="store_true",
+                        help="Report STOI instead of extended STOI")
+    parser.add_argument("-o", "--output-dir", default="results", help="Results root folder")
+    parser.add_argument("--tag", default=None, help="Suffix of the result folder name")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Seed; each utterance's sampler is seeded from (seed, index)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Discard finished records instead of resuming from them")
+    base = parser.add_argument_group(f"{NO_PROC} baseline data (one of)")
+    base.add_argument("-c", "--config-from", default=None,
+                      help="Take the datasets from the config stored in this checkpoint")
+    base.add_argument("--datamodule", default=None,
+                      help="Take the datasets from config/datamodule/NAME.yaml")
+    base.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                      help="Hydra override for --datamodule (repeatable)")
+    # Tests only: end the process abruptly after N records, as a kill would.
+    parser.add_argument("--_stop-after", dest="stop_after", type=int, default=None,
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def settings_from_args(args):
+    return Settings(
+        N=args.N, snr=args.snr, corrector_steps=args.corrector_steps, denoise=args.denoise,
+        schedule=args.schedule, pesq_mode=args.pesq_mode,
+        stoi_extended=not args.stoi_no_extended, enhance=args.enhance, seed=args.seed,
+        save_n=args.save_n, limit=args.limit, tag=args.tag, no_proc=args.ckpt == NO_PROC)
+
+
+def check_baseline_args(parser, args):
+    if args.ckpt != NO_PROC and (args.config_from or args.datamodule or args.override):
+        parser.error("--config-from/--datamodule/--override only apply to " + NO_PROC)
+    if args.config_from and args.datamodule:
+        parser.error("give either --config-from or --datamodule, not both")
+    if args.override and not args.datamodule:
+        parser.error("--override needs --datamodule")

@@ -1,0 +1,107 @@
+"""One evaluation run: inputs, result folder, per-split stores, final merge.
+
+`EvalSession` is what both scripts build; `evaluate_mp.py` workers rebuild the
+same session from `spec` on their own device.
+"""
+
+import hashlib
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from evaluation.inputs import build_dataset, load_separator
+from evaluation.results import ItemStore, write_results
+from evaluation.runner import NO_PROC, evaluate_indices
+
+
+def _versions():
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "pesq", "pystoi", "soxr", "pytorch-lightning"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        out["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = None
+    return out
+
+
+def _file_id(path):
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class EvalSession:
+    """Separator, datasets of the requested splits and the result folder."""
+
+    def __init__(self, ckpt, settings, splits, device="cpu", output_dir="results",
+                 libri_root="data/LibriMix", config_from=None, datamodule=None, overrides=()):
+        self.spec = {"ckpt": ckpt, "settings": settings, "splits": list(splits),
+                     "output_dir": str(output_dir), "libri_root": libri_root,
+                     "config_from": config_from, "datamodule": datamodule,
+                     "overrides": list(overrides)}
+        self.ckpt, self.settings, self.device = ckpt, settings, device
+        self.separator = load_separator(ckpt, device, config_from, datamodule, overrides)
+        # Build every split first: a missing folder fails before any work is done.
+        self.datasets = {s: build_dataset(self.separator, s, libri_root) for s in splits}
+        ckpt_name = "" if ckpt == NO_PROC else Path(ckpt).stem  # infer_params says no_proc
+        parts = [self.separator.exp_name, ckpt_name, settings.infer_params()]
+        self.result_dir = Path(output_dir) / "_".join(p for p in parts if p)
+
+    def source_id(self):
+        if self.ckpt != NO_PROC:
+            return {"checkpoint": _file_id(self.ckpt)}
+        sp = self.spec
+        src = _file_id(sp["config_from"]) if sp["config_from"] else None
+        return {"checkpoint": NO_PROC, "config_from": src, "datamodule": sp["datamodule"],
+                "overrides": sp["overrides"]}
+
+    def indices(self, split):
+        n = len(self.datasets[split])
+        limit = self.settings.limit
+        return list(range(n if limit is None else min(n, limit)))
+
+    def store(self, split):
+        ds = self.datasets[split]
+        names = getattr(ds, "names", None) or [str(i) for i in range(len(ds))]
+        digest = hashlib.md5("\n".join(map(str, names)).encode()).hexdigest()
+        fingerprint = {**self.source_id(), "split": split, "n_items": len(ds),
+                       "names_md5": digest, "settings": self.settings.fingerprint()}
+        return ItemStore(self.result_dir, split, fingerprint)
+
+    def todo(self, split, overwrite=False):
+        """Indices of `split` with no finished record yet (opens the store)."""
+        done = self.store(split).open(overwrite).done()
+        return [i for i in self.indices(split) if i not in done]
+
+    def run(self, split, indices, stop_after=None, dl_workers=0, progress=None):
+        return evaluate_indices(
+            self.separator, self.datasets[split], split, indices, self.settings,
+            self.store(split), self.device, self.result_dir / f"{split}_samples",
+            dl_workers=dl_workers, stop_after=stop_after, progress=progress)
+
+    def finish(self, split, run_info=None):
+        """Merge the records of `split` into `{split}.json` and its summary."""
+        records = self.store(split).read(self.indices(split))
+        fs = self.separator.fs
+        settings = {
+            "split": split,
+            "checkpoint": str(Path(self.ckpt).resolve()) if self.ckpt != NO_PROC else NO_PROC,
+            "exp_name": self.separator.exp_name,
+            "sampler": None if self.settings.no_proc else self.settings.sampler_kwargs(),
+            "metric_settings": self.settings.metric_settings(fs),
+            "seed": self.settings.seed,
+            "limit": self.settings.limit,
+            "source": self.source_id(),
+            "run": run_info or {},
+            "command": sys.argv,
+            "versions": _versions(),
+        }
+        return write_results(self.result_dir, split, records, settings)

@@ -1,0 +1,132 @@
+"""Separate your own recordings with a trained DiffSep checkpoint.
+
+    python separate.py INPUT OUTPUT_DIR --model CKPT [options]
+
+INPUT is an audio file (wav/flac/ogg) or a folder of them. Each input gives one file
+per source, named by ``--filename`` (default ``{source}/{track}.wav``: ``OUTPUT_DIR/s1/
+<name>.wav``; for a music model e.g. ``{track}/{source}.wav`` gives
+``OUTPUT_DIR/<name>/drums.wav``). Stems have the input's sample rate, length and
+channel count (each channel is separated on its own; ``--mono`` downmixes first) and
+are 32-bit float WAV unless ``--subtype`` says otherwise. Long recordings are
+streamed in overlapping segments. A file that cannot be read or separated is reported
+and skipped; the exit status is then 1. See ``evaluation/separator.py``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from evaluation.separator import (
+    AUDIO_EXTENSIONS,
+    DEFAULT_TEMPLATE,
+    Separator,
+    collect_inputs,
+    default_device,
+)
+from sdes.sampling import CORRECTORS, PREDICTORS, SCHEDULES
+
+
+def load_model(path, device):
+    """Load a checkpoint; imported late so that ``--help`` stays fast."""
+    from models.loading import load_model as load
+
+    return load(path, device)
+
+
+def str2bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Separate recordings into sources with a DiffSep checkpoint.",
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="audio file or folder of audio files")
+    p.add_argument("output", type=Path, help="output folder")
+    p.add_argument("--model", type=Path, help="checkpoint of a trained model (required)")
+    p.add_argument("-r", "--recursive", action="store_true", help="search sub-folders")
+    p.add_argument(
+        "--filename", default=DEFAULT_TEMPLATE,
+        help="output name template with {track}, {trackext}, {source} (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--subtype", default=None, help="e.g. FLOAT (WAV default), PCM_16, PCM_24")
+    g = p.add_argument_group("chunking")
+    g.add_argument("--segment", type=float, default=4.0, help="segment length in seconds")
+    g.add_argument("--overlap", type=float, default=0.25, help="overlap fraction in [0, 1)")
+    g.add_argument("--batch-size", type=int, default=4, help="excerpts per sampler call")
+    g.add_argument("--mono", action="store_true", help="downmix to mono before separating")
+    g.add_argument(
+        "--rematch", action=argparse.BooleanOptionalAction, default=None,
+        help="re-match the source order between segments (default: only for s1..sK models)",
+    )  # fmt: skip
+    g.add_argument(
+        "--no-rescale", dest="rescale", action="store_false",
+        help="do not least-squares scale each segment's estimates to the mixture",
+    )  # fmt: skip
+    s = p.add_argument_group("sampler (default: the model's)")
+    s.add_argument("-N", type=int, default=None, help="number of steps")
+    s.add_argument("--snr", type=float, default=None, help="step size of the corrector")
+    s.add_argument("--corrector-steps", type=int, default=None, help="corrector steps")
+    s.add_argument("--denoise", type=str2bool, default=None, help="final denoising step")
+    s.add_argument("-s", "--schedule", choices=SCHEDULES, default=None, help="time steps")
+    s.add_argument("--predictor", choices=list(PREDICTORS), default=None)
+    s.add_argument("--corrector", choices=list(CORRECTORS), default=None)
+    p.add_argument("--seed", type=int, default=0, help="sampler seed, per input (default 0)")
+    p.add_argument("-d", "--device", default=None, help="default: cuda if present, else cpu")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model is None:
+        parser.error(
+            "--model CKPT is required: there is no downloadable pretrained model; "
+            "train one with train.py and pass its checkpoint"
+        )
+    if not args.model.is_file():
+        parser.error(f"checkpoint not found: {args.model}")
+    try:
+        inputs = collect_inputs(args.input, args.recursive, exclude=args.output)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    if not inputs:
+        parser.error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {args.input}")
+    device = args.device or default_device()
+    sampler = {k: getattr(args, k) for k in ("N", "snr", "corrector_steps", "denoise")}
+    sampler.update(schedule=args.schedule, predictor=args.predictor, corrector=args.corrector)
+    try:
+        separator = Separator(
+            load_model(args.model, device),
+            segment=args.segment, overlap=args.overlap, batch_size=args.batch_size,
+            mono=args.mono, rematch=args.rematch, rescale=args.rescale, seed=args.seed,
+            device=device, progress=True, **sampler,
+        )  # fmt: skip
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        separator.output_paths(args.output, "track", args.filename, "wav")
+    except (KeyError, IndexError, ValueError) as e:
+        parser.error(f"bad --filename template {args.filename!r}: {e!r}")
+    failed = 0
+    for path, track in tqdm(inputs, desc="files", unit="file", disable=len(inputs) < 2):
+        try:
+            separator.separate_file(path, args.output, args.filename, track, args.subtype)
+        except Exception as e:  # report and go on with the other files
+            failed += 1
+            tqdm.write(f"error: {path}: {type(e).__name__}: {e}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(inputs)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
