@@ -3,12 +3,15 @@
     python separate.py INPUT OUTPUT_DIR --model CKPT [options]
 
 INPUT is an audio file (wav/flac/ogg) or a folder of them. Each input gives one file
-per source, named by ``--filename`` (default ``{source}/{track}.wav``: ``OUTPUT_DIR/s1/
-<name>.wav``; for a music model e.g. ``{track}/{source}.wav`` gives
-``OUTPUT_DIR/<name>/drums.wav``). Stems have the input's sample rate, length and
+per source, named by ``--filename``. The default follows the model: labelled stems (a
+music model trained with the fixed stem order) go to ``{track}/{source}.wav``, e.g.
+``OUTPUT_DIR/<name>/drums.wav, bass.wav, other.wav, vocals.wav``; unlabelled sources
+(speakers, or a model trained with PIT) to ``{source}/{track}.wav``, e.g.
+``OUTPUT_DIR/s1/<name>.wav``. Stems have the input's sample rate, length and
 channel count (each channel is separated on its own; ``--mono`` downmixes first) and
-are 32-bit float WAV unless ``--subtype`` says otherwise. Long recordings are
-streamed in overlapping segments. A file that cannot be read or separated is reported
+are 32-bit float WAV unless ``--subtype`` says otherwise. Long recordings (full songs)
+are streamed in overlapping segments, in bounded memory; the source order is re-matched
+between segments only for unlabelled sources. A file that cannot be read or separated is reported
 and skipped; the exit status is then 1. See ``evaluation/separator.py``.
 """
 
@@ -21,6 +24,7 @@ from tqdm import tqdm
 from evaluation.separator import (
     AUDIO_EXTENSIONS,
     DEFAULT_TEMPLATE,
+    STEM_TEMPLATE,
     Separator,
     collect_inputs,
     default_device,
@@ -54,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="checkpoint of a trained model (required)")
     p.add_argument("-r", "--recursive", action="store_true", help="search sub-folders")
     p.add_argument(
-        "--filename", default=DEFAULT_TEMPLATE,
-        help="output name template with {track}, {trackext}, {source} (default: %(default)s)",
+        "--filename", default=None,
+        help="output name template with {track}, {trackext}, {source} (default: "
+        f"{STEM_TEMPLATE} for labelled stems, {DEFAULT_TEMPLATE} otherwise)",
     )  # fmt: skip
     p.add_argument("--subtype", default=None, help="e.g. FLOAT (WAV default), PCM_16, PCM_24")
     g = p.add_argument_group("chunking")
@@ -65,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mono", action="store_true", help="downmix to mono before separating")
     g.add_argument(
         "--rematch", action=argparse.BooleanOptionalAction, default=None,
-        help="re-match the source order between segments (default: only for s1..sK models)",
+        help="re-match the source order between segments (default: only for unlabelled "
+        "sources, never for fixed stems)",
     )  # fmt: skip
     g.add_argument(
         "--no-rescale", dest="rescale", action="store_false",

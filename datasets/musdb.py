@@ -1,7 +1,7 @@
 """MUSDB18-HQ loader for music stem separation (drums, bass, other, vocals).
 
 Files are 44.1 kHz stereo wav; items are resampled to the model rate `fs`
-with soxr and reduced to one channel (see `MUSDB18HQ`).
+with soxr and reduced to one channel, or kept stereo for evaluation (see `MUSDB18HQ`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MUSDB_LAYOUT = "{root}/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav"
 STEMS = ["drums", "bass", "other", "vocals"]
-CHANNEL_MODES = ("mono", "random", "left", "right")
+CHANNEL_MODES = ("mono", "random", "left", "right", "stereo")
 
 # Data, not code: the 14 tracks of the official "valid" subset of the training
 # set, as defined by the musdb package's split (musdb/configs/mus.yaml,
@@ -69,6 +69,8 @@ def read_valid_tracks(path: Path) -> list[str]:
 
 
 class MUSDB18HQ(Dataset):
+    domain = "music"  # the evaluation scripts report music metrics (BSS Eval v4 SDR)
+
     """Items (mix (1, L), stems (K, L)) from `MUSDB_LAYOUT`, resampled to `fs`.
 
     - `split`: "train" and "valid" come from the train folder (the tracks named
@@ -80,6 +82,9 @@ class MUSDB18HQ(Dataset):
     - `channels`: "mono" averages the two channels (the default: the stem sum
       is preserved), "left"/"right" pick one, "random" picks one at random per
       training item and the left one on valid/test (deterministic).
+      "stereo" keeps every channel: items are then mix (C, L) and stems (K, C, L),
+      for the evaluation scripts (BSS Eval v4 scores stereo stems, the model
+      separates each channel); not for training batches, which are mono.
     - `segment_s`: training items are random segments of this length
       (`samples_per_track` per track and epoch); None = whole tracks. On valid
       and test the items are whole tracks, or the centred segment of
@@ -199,8 +204,10 @@ class MUSDB18HQ(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def _channel(self, n_channels: int) -> int | None:
-        """Channel index to keep, or None to average them."""
+    def _channel(self, n_channels: int) -> int | str | None:
+        """Channel index to keep, None to average them, "all" to keep them all."""
+        if self.channels == "stereo":
+            return "all"
         if self.channels == "mono":
             return None
         if self.channels == "random" and self.train:
@@ -213,11 +220,14 @@ class MUSDB18HQ(Dataset):
         return random_start(frames, n_in) if self.train else (frames - n_in) // 2
 
     def _read(self, path: Path, start: int, n_in: int | None, ch: int | None, info) -> np.ndarray:
-        """One channel of `path` from `start` (native rate), resampled to `fs`."""
+        """`path` from `start` (native rate) resampled to `fs`: (L,), or (C, L) for "all"."""
         stop = None if n_in is None else start + n_in
         x = read_audio(path, start, stop)
-        x = x.mean(axis=0) if ch is None else x[ch]
-        y = resample(x[None], info.fs, self.fs)[0]
+        if ch == "all":
+            y = resample(x, info.fs, self.fs)
+        else:
+            x = x.mean(axis=0) if ch is None else x[ch]
+            y = resample(x[None], info.fs, self.fs)[0]
         return y if self.segment is None else fit_length(y, self.segment)
 
     def __getitem__(self, idx: int):
@@ -233,13 +243,16 @@ class MUSDB18HQ(Dataset):
                 start = self._start(info.frames, n_in)
             stems.append(self._read(track_dir / f"{name}.wav", start, n_in, ch, info))
         tgt = np.stack(stems)
-        stem_sum = tgt.sum(axis=0, keepdims=True)
+        # (1, L) for one channel; (C, L) with stems (K, C, L) for "stereo"
+        stem_sum = tgt.sum(axis=0) if ch == "all" else tgt.sum(axis=0, keepdims=True)
         mix = stem_sum
         if not self.mixture_from_stems or self.check_mixture:
             mix_path = track_dir / "mixture.wav"
-            mixture = self._read(mix_path, start, n_in, ch, info)[None]
-            if self.check_mixture:
-                check_sum(mixture, tgt, mix_path, self.mixture_tol)
+            mixture = self._read(mix_path, start, n_in, ch, info)
+            mixture = mixture if ch == "all" else mixture[None]
+            if self.check_mixture:  # (C, L) against (K, C, L) works as (1, L) against (K, L)
+                check_sum(mixture[None] if ch == "all" else mixture, tgt, mix_path,
+                          self.mixture_tol)
             if not self.mixture_from_stems:
                 mix = mixture
         return to_item(mix, tgt)

@@ -4,7 +4,7 @@ import argparse
 
 import torch
 
-from evaluation.runner import NO_PROC, Settings
+from evaluation.runner import METRIC_SETS, MUSIC_SEGMENT_S, NO_PROC, PERMUTATIONS, Settings
 
 
 def str2bool(value):
@@ -43,6 +43,17 @@ def add_common_args(parser):
                         help="PESQ mode (default: nb at 8 kHz, wb at 16 kHz and for --enhance)")
     parser.add_argument("--stoi-no-extended", action="store_true",
                         help="Report STOI instead of extended STOI")
+    parser.add_argument("--metrics", choices=METRIC_SETS, default="auto",
+                        help="speech: SI-SDR, PESQ, ESTOI; music: BSS Eval v4 SDR (1-s windows,"
+                        " median per track) and SI-SDR; auto: music for MUSDB-style data")
+    parser.add_argument("--permutation", choices=PERMUTATIONS, default="auto",
+                        help="match estimates to references (pit) or not (none); auto: none "
+                        "for fixed-order models (music stems), pit otherwise")
+    parser.add_argument("--segment", type=float, default=None,
+                        help="separate in overlapping segments of this many seconds "
+                        f"(default: whole utterances; music: {MUSIC_SEGMENT_S:g} s)")
+    parser.add_argument("--overlap", type=float, default=0.25,
+                        help="overlap fraction of the segments")
     parser.add_argument("-o", "--output-dir", default="results", help="Results root folder")
     parser.add_argument("--tag", default=None, help="Suffix of the result folder name")
     parser.add_argument("--seed", type=int, default=0,
@@ -67,7 +78,9 @@ def settings_from_args(args):
         N=args.N, snr=args.snr, corrector_steps=args.corrector_steps, denoise=args.denoise,
         schedule=args.schedule, pesq_mode=args.pesq_mode,
         stoi_extended=not args.stoi_no_extended, enhance=args.enhance, seed=args.seed,
-        save_n=args.save_n, limit=args.limit, tag=args.tag, no_proc=args.ckpt == NO_PROC)
+        save_n=args.save_n, limit=args.limit, tag=args.tag, no_proc=args.ckpt == NO_PROC,
+        metrics=args.metrics, permutation=args.permutation, segment=args.segment,
+        overlap=args.overlap)
 
 
 def check_baseline_args(parser, args):

@@ -181,14 +181,15 @@ def stoi_score(est, ref, fs, extended=True):
     return value, None
 
 
-def score_item(est, ref, mix, fs, pesq_mode, stoi_extended=True, enhance=False):
+def score_item(est, ref, mix, fs, pesq_mode, stoi_extended=True, enhance=False, permute=None):
     """All metrics of one utterance as a JSON-ready dict.
 
     ``est``/``ref``: (K, L), ``mix``: (L,) numpy. Separation resolves the order
-    by SI-SIR; enhancement (``enhance``) keeps the order and reports the first
-    source only (the clean speech; the others still act as interferers for
-    SI-SIR). Lists are indexed like the references. Metrics that cannot be
-    computed are None and listed in ``missing`` with the reason.
+    by SI-SIR (``permute``, default ``not enhance``; False for labelled outputs);
+    enhancement (``enhance``) keeps the order and reports the first source only
+    (the clean speech; the others still act as interferers for SI-SIR). Lists are
+    indexed like the references. Metrics that cannot be computed are None and listed
+    in ``missing`` with the reason.
     """
     est = np.asarray(est, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -212,7 +213,7 @@ def score_item(est, ref, mix, fs, pesq_mode, stoi_extended=True, enhance=False):
                           for f in fields for k in range(k_out)]
         return out
 
-    bss = si_bss_eval(est, ref, permute=not enhance)
+    bss = si_bss_eval(est, ref, permute=(not enhance) if permute is None else permute)
     perm = bss["perm"]
     out["perm"] = perm[:k_out].tolist()
     for f in ("si_sdr", "si_sir", "si_sar"):

@@ -28,6 +28,11 @@ SUMMARY_FIELDS = (
     "stoi",
     "mix_si_sdr",
     "si_sdr_improvement",
+    "sdr",  # music: BSS Eval v4 (median over 1-s windows per track)
+    "isr",
+    "sir",
+    "sar",
+    "mix_sdr",
     "nfe",
     "run_time_s",
     "rtf",
@@ -197,11 +202,33 @@ def strip_timing(record):
     return {k: v for k, v in record.items() if k not in TIMING_FIELDS}
 
 
+def _cell(entry, name, stat):
+    value = ((entry or {}).get("per_source") or {}).get(name, {}).get(stat)
+    return f"{value:8.2f}" if value is not None else f"{'-':>8s}"
+
+
+def format_stem_table(summary):
+    """Per-source table of a music summary (SDR columns are medians over tracks)."""
+    m = summary["metrics"]
+    names = list((m.get("si_sdr") or m.get("sdr") or {}).get("per_source") or {})
+    columns = [("sdr", "median", "SDR"), ("mix_sdr", "median", "mix SDR"),
+               ("si_sdr", "median", "SI-SDR"), ("mix_si_sdr", "median", "mix SI-SDR"),
+               ("si_sdr", "mean", "SI-SDR avg")]
+    lines = ["  BSS Eval v4 SDR: median over 1-s windows per track, median over tracks (dB)",
+             f"  {'source':12s}" + "".join(f"{title:>11s}" for _, _, title in columns)]
+    for name in names:
+        lines.append(f"  {name:12s}" + "".join(f"   {_cell(m.get(f), name, st)}"
+                                               for f, st, _ in columns))
+    return lines
+
+
 def format_summary(split, summary):
-    """A few human-readable lines of a summary."""
+    """A few human-readable lines of a summary (with a per-stem table for music)."""
     lines = [f"{split}: {summary['n_ok']}/{summary['n_items']} utterances scored"]
     for name, entry in summary["metrics"].items():
         if entry["mean"] is not None:
             lines.append(f"  {name:20s} mean {entry['mean']:8.3f}  median {entry['median']:8.3f}"
                          f"  (valid {entry['n_valid']}, missing {entry['n_missing']})")
+    if "sdr" in summary["metrics"] or "mix_sdr" in summary["metrics"]:
+        lines += format_stem_table(summary)
     return "\n".join(lines)

@@ -4,6 +4,14 @@ A separator (a DiffSep model, or `MixtureBaseline` for `__no_proc__`) is run on
 one utterance at a time; the sampler is seeded from (seed, dataset index), so a
 record does not depend on which worker or run produced it. Each finished record
 goes to an `ItemStore` at once; a failing utterance becomes an error record.
+
+Speech items (mix (1, L), tgt (K, L)) are separated whole and scored with the
+SI-SDR family, PESQ and ESTOI. Music items (a dataset with ``domain = "music"``;
+stereo ones are mix (C, L), tgt (K, C, L)) are separated channel by channel in
+overlapping segments (bounded memory on full songs), at the model's rate and back,
+and scored with BSS Eval v4 and the SI-SDR family (`evaluation.music`). Sources
+are matched to the references (PIT) unless the separator's outputs are labelled
+(a fixed-order model such as the music stems, or enhancement).
 """
 
 import os
@@ -12,15 +20,21 @@ import traceback
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from evaluation.metrics import default_pesq_mode, score_item
+from evaluation.music import score_music_item
+from evaluation.overlap_add import OverlapAdd
 from evaluation.samples import save_sample
 
 NO_PROC = "__no_proc__"
 LIBRI_SPLITS = ("libri-clean", "libri-noisy")
 CONFIG_SPLITS = ("val", "test")
+METRIC_SETS = ("auto", "speech", "music")
+PERMUTATIONS = ("auto", "pit", "none")
+MUSIC_SEGMENT_S = 10.0  # default segment of music tracks (full songs do not fit at once)
 
 
 @dataclass
@@ -40,6 +54,16 @@ class Settings:
     limit: int | None = None
     tag: str | None = None
     no_proc: bool = False
+    metrics: str = "auto"  # speech | music | auto (music for datasets of domain "music")
+    permutation: str = "auto"  # pit | none | auto (none for labelled outputs)
+    segment: float | None = None  # s; None: whole items (music: MUSIC_SEGMENT_S)
+    overlap: float = 0.25
+
+    def __post_init__(self):
+        if self.metrics not in METRIC_SETS:
+            raise ValueError(f"metrics must be one of {METRIC_SETS}, got {self.metrics!r}")
+        if self.permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {PERMUTATIONS}")
 
     def sampler_kwargs(self):
         return {"N": self.N, "snr": self.snr, "corrector_steps": self.corrector_steps,
@@ -58,10 +82,34 @@ class Settings:
         # Enhancement is reported with wide-band PESQ (VoiceBank-DEMAND is 16 kHz).
         return "wb" if self.enhance else default_pesq_mode(fs)
 
-    def metric_settings(self, fs):
+    def music_metrics(self, dataset):
+        """True when `dataset` is scored with the music metrics."""
+        if self.metrics == "auto":
+            return getattr(dataset, "domain", "speech") == "music"
+        return self.metrics == "music"
+
+    def keeps_order(self, separator):
+        """True when estimate k is scored against reference k (no permutation)."""
+        if self.enhance or self.permutation == "none":
+            return True
+        return self.permutation == "auto" and bool(getattr(separator, "labelled_sources", False))
+
+    def segment_s(self, music):
+        return self.segment if self.segment is not None else (MUSIC_SEGMENT_S if music else None)
+
+    def metric_settings(self, fs, music=False, keeps_order=None):
+        keeps_order = self.enhance if keeps_order is None else keeps_order
+        if music:
+            from evaluation.music import HOP_S, WIN_S
+
+            return {"fs": fs, "metrics": "music", "zero_mean": True,
+                    "permutation": "none" if keeps_order else "si_sir",
+                    "bss_eval": {"version": 4, "win_s": WIN_S, "hop_s": HOP_S,
+                                 "track": "median over windows", "summary": "median over tracks"},
+                    "segment_s": self.segment_s(True), "overlap": self.overlap}
         return {"fs": fs, "pesq_mode": self.resolved_pesq_mode(fs),
                 "stoi_extended": self.stoi_extended, "enhance": self.enhance,
-                "zero_mean": True, "permutation": "none" if self.enhance else "si_sir"}
+                "zero_mean": True, "permutation": "none" if keeps_order else "si_sir"}
 
     def fingerprint(self):
         """The settings that change records (not limit, save_n or tag)."""
@@ -78,6 +126,10 @@ def item_seed(seed, index):
 
 class MixtureBaseline:
     """`__no_proc__`: every estimate is the unprocessed mixture (NFE 0)."""
+
+    # Every estimate is the mixture: no order to resolve, and any sample rate works.
+    labelled_sources = True
+    rate_free = True
 
     def __init__(self, fs, n_sources, source_names, config, exp_name):
         self.fs, self.n_sources, self.source_names = fs, n_sources, list(source_names)
@@ -120,42 +172,102 @@ def _item_name(dataset, idx):
     return str(names[idx]) if names is not None else str(idx)
 
 
-def evaluate_item(separator, idx, mix, tgt, base, settings, device, sample_dir=None):
-    """Separate and score one utterance; returns the record (raises on failure)."""
-    fs = separator.fs
+def separate_chunked(separator, mix, fs, settings, generator, device, keep_order, music):
+    """Separate ``mix (C, L)`` at rate ``fs`` channel by channel in overlapping segments.
+
+    Returns ``(est (K, C, L) numpy float64, nfe of one sampler call)``. The mixture is
+    resampled to the separator's rate and the estimates back; with unlabelled outputs
+    the source order is re-matched between channels and segments.
+    """
+    model_fs = fs if getattr(separator, "rate_free", False) else int(separator.fs)
+    x = mix.double().numpy()
+    if model_fs != fs:
+        x = soxr.resample(x.T, fs, model_fs, quality="HQ").T
+    n_model = x.shape[-1]
+    seg_s = settings.segment_s(music)
+    segment = n_model if seg_s is None else min(n_model, int(round(seg_s * model_fs)))
+    nfe = []
+
+    def run(chunk):
+        est, n, _ = separator.separate(chunk.to(device), **settings.sampler_kwargs(),
+                                       generator=generator)
+        nfe.append(int(n))
+        return est
+
+    ola = OverlapAdd(run, separator.n_sources, segment, settings.overlap, 1,
+                     rematch=not keep_order, rescale=False)
+    est = np.concatenate([ola.push(x.astype(np.float32)), ola.flush()], axis=-1)  # (C, K, L')
+    est = est.astype(np.float64)
+    if model_fs != fs:
+        c, k, _ = est.shape
+        up = soxr.resample(est.reshape(c * k, -1).T, model_fs, fs, quality="HQ").T
+        est = np.zeros((c * k, mix.shape[-1]))
+        n = min(up.shape[-1], mix.shape[-1])
+        est[:, :n] = up[:, :n]
+        est = est.reshape(c, k, -1)
+    return est.transpose(1, 0, 2), (nfe[0] if nfe else 0)
+
+
+def evaluate_item(separator, idx, mix, tgt, base, settings, device, sample_dir=None, fs=None,
+                  music=False, names=None):
+    """Separate and score one item; returns the record (raises on failure).
+
+    ``mix`` (C, L) and ``tgt`` (K, L), or (K, C, L) for multichannel items, at rate
+    ``fs`` (default the separator's); ``music`` selects the music metrics; ``names``
+    label the references (default the separator's source names).
+    """
+    fs = int(separator.fs if fs is None else fs)
     n = mix.shape[-1]
+    ref = (tgt if tgt.dim() == 3 else tgt[:, None]).double().numpy()  # (K, C, L)
+    keep_order = settings.keeps_order(separator)
     seed = item_seed(settings.seed, idx)
     torch.manual_seed(seed)  # in case a sampler also draws from the global RNG
     gen = torch.Generator(device=device).manual_seed(seed)
-    want_figure = idx < settings.save_n
+    # Whole-item separation (speech); music, multichannel items and other rates go
+    # through the chunked path.
+    chunked = (music or mix.shape[0] > 1 or settings.segment is not None
+               or (fs != int(separator.fs) and not getattr(separator, "rate_free", False)))
+    want_figure = idx < settings.save_n and not chunked
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
+    inter = None
     with torch.no_grad():
-        est, nfe, inter = separator.separate(
-            mix[None].to(device), **settings.sampler_kwargs(), intermediate=want_figure,
-            generator=gen)
+        if chunked:
+            est, nfe = separate_chunked(separator, mix, fs, settings, gen, device, keep_order,
+                                        music)
+        else:
+            est, nfe, inter = separator.separate(
+                mix[None].to(device), **settings.sampler_kwargs(), intermediate=want_figure,
+                generator=gen)
+            est = est[0].detach().cpu().double().numpy()[:, None]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     run_time = time.perf_counter() - t0
-    est = est[0].detach().cpu().double().numpy()
-    ref = tgt.double().numpy()
     if est.shape != ref.shape:
         raise RuntimeError(f"separator returned {est.shape}, references are {ref.shape}")
     t1 = time.perf_counter()
-    scores = score_item(est, ref, mix[0].double().numpy(), fs, settings.resolved_pesq_mode(fs),
-                        settings.stoi_extended, settings.enhance)
+    mix_np = mix.double().numpy()
+    if music:
+        scores = score_music_item(est, ref, mix_np, fs, permute=not keep_order)
+    elif ref.shape[1] != 1:
+        raise RuntimeError(f"speech metrics need single-channel items, got {ref.shape[1]}")
+    else:
+        est, ref = est[:, 0], ref[:, 0]
+        scores = score_item(est, ref, mix_np[0], fs, settings.resolved_pesq_mode(fs),
+                            settings.stoi_extended, settings.enhance, permute=not keep_order)
+    names = list(separator.source_names if names is None else names)
     record = {**base, "status": "ok", "error": None,
-              "source_names": list(separator.source_names[:len(scores["si_sdr"])]),
+              "source_names": names[:len(scores["si_sdr"])],
               "nfe": int(nfe), **scores,
               "run_time_s": run_time, "metric_time_s": time.perf_counter() - t1,
               "rtf": run_time / (n / fs)}
-    if want_figure and sample_dir is not None:
-        perm = np.arange(ref.shape[0]) if scores["perm"] is None or settings.enhance \
+    if idx < settings.save_n and sample_dir is not None:
+        perm = np.arange(ref.shape[0]) if scores["perm"] is None or keep_order \
             else np.asarray(scores["perm"])
         steps = [(t, x[0, perm].detach().cpu().numpy()) for t, x in (inter or [])]
-        save_sample(sample_dir, idx, base["name"], fs, mix[0].numpy(), est[perm], ref,
-                    separator.source_names, steps)
+        sample_mix = mix_np[0] if mix_np.shape[0] == 1 else mix_np
+        save_sample(sample_dir, idx, base["name"], fs, sample_mix, est[perm], ref, names, steps)
     return record
 
 
@@ -169,7 +281,10 @@ def evaluate_indices(separator, dataset, split, indices, settings, store, device
     device = torch.device(device)
     loader = DataLoader(_SafeItems(dataset, indices), batch_size=1,
                         collate_fn=_first, num_workers=dl_workers)
-    fs = separator.fs
+    fs = int(getattr(dataset, "fs", separator.fs))
+    music = settings.music_metrics(dataset)
+    # Record lists are indexed like the references: label them with their names.
+    names = getattr(dataset, "source_names", None) or separator.source_names
     written = 0
     for idx, mix, tgt, load_error in loader:
         base = {"index": int(idx), "name": _item_name(dataset, idx), "split": split,
@@ -178,7 +293,7 @@ def evaluate_indices(separator, dataset, split, indices, settings, store, device
             base.update(n_samples=int(mix.shape[-1]), duration_s=mix.shape[-1] / fs)
             try:
                 record = evaluate_item(separator, idx, mix, tgt, base, settings, device,
-                                       sample_dir)
+                                       sample_dir, fs, music, names)
             except Exception as e:
                 last = traceback.extract_tb(e.__traceback__)[-1]
                 record = _error_record(

@@ -25,11 +25,29 @@ from tqdm import tqdm
 
 from evaluation.overlap_add import OverlapAdd
 
-DEFAULT_TEMPLATE = "{source}/{track}.wav"
+DEFAULT_TEMPLATE = "{source}/{track}.wav"  # unlabelled sources (speakers): one folder each
+STEM_TEMPLATE = "{track}/{source}.wav"  # labelled stems: a folder per track (drums.wav, ...)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 SAMPLER_OPTIONS = ("N", "snr", "corrector_steps", "denoise", "schedule", "predictor", "corrector")
 # Sources named s1, s2, ... are speakers in arbitrary order: their order needs re-matching.
 _SPEAKER_NAME = re.compile(r"s\d+")
+
+
+def labelled_sources(model) -> bool:
+    """True when output k of ``model`` always is source ``source_names[k]``.
+
+    A DiffSep model says so itself (``labelled_sources``: trained with a fixed source
+    order, e.g. the music stems); for other objects, names other than ``s1..sK`` mean
+    labelled sources.
+    """
+    flag = getattr(model, "labelled_sources", None)
+    if flag is not None:
+        return bool(flag)
+    return not all(_SPEAKER_NAME.fullmatch(n) for n in model.source_names)
+
+
+def default_template(labelled: bool) -> str:
+    return STEM_TEMPLATE if labelled else DEFAULT_TEMPLATE
 
 
 def default_device() -> str:
@@ -52,8 +70,10 @@ class Separator:
         overlap: fraction of a segment shared with its neighbour.
         batch_size: (channel, segment) excerpts per sampler call.
         mono: downmix to mono before separating (stems are then mono).
-        rematch: re-match the source order between segments; ``None`` does it when the
-            sources are named ``s1..sK`` (speakers) and not for fixed stems.
+        rematch: re-match the source order between segments; ``None`` does it for
+            unlabelled sources (speakers, or a model trained with PIT) and not for
+            labelled ones (fixed stems), see :func:`labelled_sources`. Unlabelled outputs
+            are named ``s1..sK`` whatever the model's names.
         rescale: least-squares scale each segment's estimates to the mixture.
         seed: seed of the sampler noise, reset for every input (``None``: random).
         device: where the model runs (default: where its parameters are, else CPU).
@@ -85,16 +105,20 @@ class Separator:
         self.model = model
         self.sampler = {k: v for k, v in sampler.items() if v is not None}
         self.fs = int(model.fs)
-        self.source_names = list(model.source_names)
         self.n_sources = int(model.n_sources)
-        if len(self.source_names) != self.n_sources:
+        if len(model.source_names) != self.n_sources:
             raise ValueError("model.source_names does not have n_sources names")
+        self.labelled = labelled_sources(model)
+        # Unlabelled outputs come in any order: a stem name would be a guess.
+        self.source_names = list(model.source_names) if self.labelled else [
+            f"s{k + 1}" for k in range(self.n_sources)]
+        self.filename = default_template(self.labelled)
         self.segment = int(round(segment * self.fs))
         self.overlap = overlap
         self.batch_size = batch_size
         self.mono = mono
         if rematch is None:
-            rematch = all(_SPEAKER_NAME.fullmatch(n) for n in self.source_names)
+            rematch = not self.labelled
         self.rematch = rematch
         self.rescale = rescale
         # Fail now, not on the first file, on impossible chunking options.
@@ -203,11 +227,13 @@ class Separator:
         return {n: torch.from_numpy(out[:, k].T.copy()) for k, n in enumerate(self.source_names)}
 
     def output_paths(
-        self, out_dir, track: str, filename: str = DEFAULT_TEMPLATE, trackext: str = ""
+        self, out_dir, track: str, filename: str | None = None, trackext: str = ""
     ) -> list[Path]:
         """Output path of every source; the template fields are ``{track}`` (input name
         without extension, with its sub-folder for folder inputs), ``{trackext}`` (input
-        extension) and ``{source}`` (alias ``{stem}``)."""
+        extension) and ``{source}`` (alias ``{stem}``). The default template is
+        ``{track}/{source}.wav`` for labelled stems, ``{source}/{track}.wav`` otherwise."""
+        filename = filename or self.filename
         fields = {"track": track, "trackext": trackext}
         paths = [
             Path(out_dir) / filename.format(source=n, stem=n, **fields) for n in self.source_names
@@ -220,7 +246,7 @@ class Separator:
         self,
         path,
         out_dir,
-        filename: str = DEFAULT_TEMPLATE,
+        filename: str | None = None,
         track: str | None = None,
         subtype: str | None = None,
     ) -> list[Path]:

@@ -90,13 +90,16 @@ class EvalSession:
     def finish(self, split, run_info=None):
         """Merge the records of `split` into `{split}.json` and its summary."""
         records = self.store(split).read(self.indices(split))
-        fs = self.separator.fs
+        dataset = self.datasets[split]
+        fs = int(getattr(dataset, "fs", self.separator.fs))
+        music = self.settings.music_metrics(dataset)
         settings = {
             "split": split,
             "checkpoint": str(Path(self.ckpt).resolve()) if self.ckpt != NO_PROC else NO_PROC,
             "exp_name": self.separator.exp_name,
             "sampler": None if self.settings.no_proc else self.settings.sampler_kwargs(),
-            "metric_settings": self.settings.metric_settings(fs),
+            "metric_settings": self.settings.metric_settings(
+                fs, music, self.settings.keeps_order(self.separator)),
             "seed": self.settings.seed,
             "limit": self.settings.limit,
             "source": self.source_id(),

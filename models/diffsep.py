@@ -91,6 +91,7 @@ class DiffSepModel(pl.LightningModule):
         self.n_sources = int(n_sources)
         if sde.ndim != self.n_sources:
             raise ValueError(f"the SDE has ndim={sde.ndim} but n_sources={self.n_sources}")
+        self._named_sources = bool(source_names)
         self.source_names = list(source_names or [f"s{i + 1}" for i in range(self.n_sources)])
         if len(self.source_names) != self.n_sources:
             raise ValueError(f"{len(self.source_names)} source_names for {n_sources} sources")
@@ -128,6 +129,15 @@ class DiffSepModel(pl.LightningModule):
         # Set by models.loading.load_model: the run's resolved config and name.
         self.config = None
         self.exp_name = None
+
+    @property
+    def labelled_sources(self):
+        """True when output k is source ``source_names[k]`` (fixed order, e.g. music stems).
+
+        Otherwise the outputs come in an arbitrary order and are matched to the
+        references (validation, evaluation) or between chunks (``separate.py``).
+        """
+        return self.source_order == "fixed"
 
     def forward(self, x, t, mix):
         return self.score_model(x, t, mix)
@@ -234,12 +244,19 @@ class DiffSepModel(pl.LightningModule):
 
     # ---- validation and test -------------------------------------------------------
     def _separation_metrics(self, mix, est, tgt, lengths):
-        """Per-example mean SI-SDR, SI-SDR improvement and PESQ (None when unavailable)."""
+        """Per-example mean SI-SDR, SI-SDR improvement and PESQ (None when unavailable).
+
+        Labelled sources are scored in the model's order; otherwise the order that
+        maximises the SI-SDR is used (PIT).
+        """
         rows = []
         for b in range(mix.shape[0]):
             n = int(lengths[b]) if lengths is not None else mix.shape[-1]
             e, r, m = est[b : b + 1, :, :n], tgt[b : b + 1, :, :n], mix[b : b + 1, :, :n]
-            sdr, perm = metrics.pit_si_sdr(e, r)
+            if self.labelled_sources:
+                sdr, perm = metrics.si_sdr(e, r), torch.arange(self.n_sources)[None]
+            else:
+                sdr, perm = metrics.pit_si_sdr(e, r)
             sdr_mix = metrics.si_sdr(m.expand_as(r), r)
             matched = e[0, perm[0]]
             pesq_vals = []
@@ -251,7 +268,7 @@ class DiffSepModel(pl.LightningModule):
                         pesq_vals.append(val)
             rows.append(dict(si_sdr=float(sdr.mean()), si_sdri=float((sdr - sdr_mix).mean()),
                              pesq=sum(pesq_vals) / len(pesq_vals) if pesq_vals else None,
-                             matched=matched, n=n))
+                             per_source=[float(v) for v in sdr[0]], matched=matched, n=n))
         return rows
 
     def _log_metrics(self, stage, rows):
@@ -260,6 +277,11 @@ class DiffSepModel(pl.LightningModule):
             if vals:
                 self.log(f"{stage}/{key}", sum(vals) / len(vals), on_epoch=True,
                          sync_dist=True, batch_size=len(vals))
+        if rows and self._named_sources:
+            # Per-reference SI-SDR of named sources, e.g. val/si_sdr_vocals.
+            for k, name in enumerate(self.source_names):
+                self.log(f"{stage}/si_sdr_{name}", sum(r["per_source"][k] for r in rows)
+                         / len(rows), on_epoch=True, sync_dist=True, batch_size=len(rows))
 
     def _maybe_log_audio(self, mix, tgt, rows):
         writer = tensorboard_writer(self.logger) if self.logger is not None else None
