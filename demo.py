@@ -1,6 +1,6 @@
 """The whole pipeline on the generated speech corpus, on CPU: ``make demo``.
 
-    python -m demo [--minutes 10] [--eval-items 10] [--threads N] [--out demo_out]
+    python -m demo [--minutes 20] [--eval-items 10] [--threads N] [--out demo_out]
 
 1. generate the offline 2-speaker corpus in the WSJ0-2mix layout
    (``python -m datasets.synth speech``), unless it is already there;
@@ -90,8 +90,8 @@ def fmt(entry):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=float(os.environ.get("DEMO_MINUTES", 10)),
-                    help="training wall time (env DEMO_MINUTES; default 10)")
+    ap.add_argument("--minutes", type=float, default=float(os.environ.get("DEMO_MINUTES", 20)),
+                    help="training wall time (env DEMO_MINUTES; default 20)")
     ap.add_argument("--eval-items", type=int, default=10,
                     help="test mixtures scored by evaluate.py (of 50)")
     ap.add_argument("--separate-items", type=int, default=3,

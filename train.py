@@ -48,9 +48,30 @@ def main(cfg: DictConfig):
                           logger=logger)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume_from_checkpoint)
     if cfg.test:
-        # The best checkpoint by val/si_sdr; with no validation yet, the final weights.
-        best = trainer.checkpoint_callback.best_model_path
+        run_test(trainer, model, datamodule, run_dir)
+
+
+def run_test(trainer, model, datamodule, run_dir):
+    """Evaluate the best checkpoint by val/si_sdr (else the final weights) on the test set.
+
+    Music test sets (``domain = "music"``: full stereo tracks, BSS Eval v4) go through
+    the evaluation pipeline of ``evaluate.py``, which writes its records and summary
+    to ``<run_dir>/results/``; other test sets through ``trainer.test`` (logged metrics).
+    """
+    best = trainer.checkpoint_callback.best_model_path
+    if getattr(datamodule.test_set, "domain", None) != "music":
         trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None)
+        return
+    if not trainer.is_global_zero:
+        return
+    import evaluate
+
+    ckpt = best or str(run_dir / "checkpoints" / "last.ckpt")
+    s = model.sampler  # the run's own sampler settings, as trainer.test would use
+    evaluate.main([ckpt, "--test", "-o", str(run_dir / "results"),
+                   "-N", str(s["N"]), "--snr", str(s["snr"]),
+                   "--corrector-steps", str(s["corrector_steps"]), "--denoise", str(s["denoise"]),
+                   "-s", s["schedule"], "-d", "cuda" if torch.cuda.is_available() else "cpu"])
 
 
 if __name__ == "__main__":

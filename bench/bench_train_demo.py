@@ -1,6 +1,7 @@
 """Learning run of the ``demo`` experiment for a fixed wall time on this CPU.
 
     python bench/bench_train_demo.py [--minutes 30] [--threads 1] [-- extra hydra overrides]
+    python bench/bench_train_demo.py --summarize demo_out/train   # curve of a finished run
 
 Trains ``python train.py experiment=demo`` with ``trainer.max_time`` set to the
 budget, then reads the TensorBoard events of the run and reports the training
@@ -35,9 +36,13 @@ def scalars(acc, tag):
     return [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)]
 
 
-def summarize(run_dir, t_start):
+def summarize(run_dir, t_start=None):
+    """Speed and validation curve of a run; minutes count from ``t_start`` (default:
+    the run's first logged training step)."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
     train = scalars(acc, "train/loss_step") or scalars(acc, "train/loss")
+    if t_start is None:
+        t_start = train[0][1] if train else 0.0
     sdri = {s: v for s, _, v in scalars(acc, "val/si_sdri")}
     sdr = {s: v for s, _, v in scalars(acc, "val/si_sdr")}
     vloss = {s: v for s, _, v in scalars(acc, "val/loss")}
@@ -57,8 +62,14 @@ def main():
     ap.add_argument("--minutes", type=float, default=30.0, help="training wall time")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="run dir (default exp/bench_demo/...)")
+    ap.add_argument("--summarize", type=Path, default=None, metavar="RUN_DIR",
+                    help="no training: report the curve of an existing run (e.g. demo_out/train)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for train.py")
     args = ap.parse_args()
+    if args.summarize is not None:
+        report(dict(summarize(args.summarize), run_dir=str(args.summarize)), None,
+               args.summarize)
+        return
     if not (DATA / "tr" / "mix").is_dir():
         sys.exit(f"no generated corpus in {DATA}: run "
                  "`python -m datasets.synth speech --out data/synth/wsj0_mix` first")
@@ -79,15 +90,21 @@ def main():
         sys.exit(f"train.py failed (rc {proc.returncode}), see {out / 'bench_train.log'}")
     summary = dict(summarize(out, t_start), wall_s=round(wall, 1), minutes=args.minutes,
                    threads=args.threads, run_dir=str(out))
-    (out / "bench_summary.json").write_text(json.dumps(summary, indent=2))
+    report(summary, wall, out)
+
+
+def report(summary, wall, out):
+    """Print the speed and the curve; write ``bench_summary.json`` in ``out``."""
+    (Path(out) / "bench_summary.json").write_text(json.dumps(summary, indent=2))
     speed = summary["steps_per_s"]
-    print(f"\n{summary['steps']} steps in {wall / 60:.1f} min of wall time "
+    span = f" in {wall / 60:.1f} min of wall time" if wall is not None else ""
+    print(f"\n{summary['steps']} steps{span} "
           f"({'n/a' if speed is None else f'{speed:.3f}'} steps/s incl. validation)")
     print(f"{'step':>6} {'minutes':>8} {'SI-SDRi dB':>11} {'SI-SDR dB':>10} {'val loss':>9}")
     for row in summary["curve"]:
         print(f"{row['step']:>6} {row['minutes']:>8.2f} {row['si_sdri']:>11.2f} "
               f"{row['si_sdr']:>10.2f} {row['val_loss']:>9.4f}")
-    print(f"summary: {out / 'bench_summary.json'}")
+    print(f"summary: {Path(out) / 'bench_summary.json'}")
 
 
 if __name__ == "__main__":

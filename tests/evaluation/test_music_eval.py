@@ -17,7 +17,7 @@ from evaluation.music import framewise_sdr
 from evaluation.results import ItemStore, format_summary, summarize
 from evaluation.runner import MixtureBaseline, Settings, evaluate_indices
 from tests.datasets.corpora import write_wav
-from tests.evaluation.toy import assert_same_records
+from tests.evaluation.toy import assert_same_records, read_results, single_thread
 
 STEMS = ["drums", "bass", "other", "vocals"]
 BANDS = [(40, 250), (350, 800), (1000, 1900), (2300, 3600)]  # Hz, one band per stem
@@ -230,28 +230,14 @@ def music_ckpt(corpus, tmp_path_factory):
     return _checkpoint(corpus, tmp_path_factory.mktemp("ckpt"), "datamodule.test.channels=left")
 
 
-def _single_thread(fn, *args):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(n)
-
-
-def _read(folder, split="test"):
-    with open(folder / f"{split}.json") as f, open(folder / f"{split}_summary.json") as g:
-        return json.load(f), json.load(g)
-
-
 @pytest.mark.slow
 def test_evaluate_and_evaluate_mp_report_per_stem_metrics(music_ckpt, tmp_path, capsys,
                                                          monkeypatch):
     monkeypatch.setattr("evaluation.music.FILTER_LEN", 512)  # as the spawned worker
     opts = ["--test", "-N", "2", "--corrector-steps", "0", "--seed", "1", "--save-n", "2"]
-    _single_thread(evaluate.main, [str(music_ckpt), *opts, "-d", "cpu", "-o", str(tmp_path)])
+    single_thread(evaluate.main, [str(music_ckpt), *opts, "-d", "cpu", "-o", str(tmp_path)])
     folder = tmp_path / "tinymusic_tiny_N-2_snr-0.50_corr-0_den-True_sch-linear"
-    records, summary = _read(folder)
+    records, summary = read_results(folder)
     assert [r["name"] for r in records] == ["Test X - One", "Test Y - Two"]
     for rec in records:
         assert rec["status"] == "ok" and rec["source_names"] == STEMS
@@ -278,7 +264,7 @@ def test_evaluate_and_evaluate_mp_report_per_stem_metrics(music_ckpt, tmp_path, 
     mp_out = tmp_path / "mp"
     evaluate_mp.main([str(music_ckpt), *opts[1:], "--split", "test", "--workers", "1",
                       "-o", str(mp_out)])
-    mp_records, mp_summary = _read(mp_out / folder.name)
+    mp_records, mp_summary = read_results(mp_out / folder.name)
     assert_same_records(records, mp_records, rel=1e-6)
     # Same table; values agree to float tolerance (the worker process runs its own BLAS).
     mp_table = mp_summary["metrics"]["sdr"]["per_source"]
@@ -291,7 +277,7 @@ def test_evaluate_and_evaluate_mp_report_per_stem_metrics(music_ckpt, tmp_path, 
     # The mixture baseline on the same data and convention.
     evaluate.main(["__no_proc__", "--config-from", str(music_ckpt), "--test",
                    "-o", str(tmp_path / "base")])
-    base, _ = _read(next((tmp_path / "base").iterdir()))
+    base, _ = read_results(next((tmp_path / "base").iterdir()))
     for b, rec in zip(base, records):
         np.testing.assert_allclose(b["sdr"], rec["mix_sdr"], rtol=1e-6)
 
@@ -303,7 +289,7 @@ def test_separate_writes_named_stems(music_ckpt, tmp_path):
     sf.write(tmp_path / "song.wav", song, 44100, subtype="PCM_16")
     args = [str(tmp_path / "song.wav"), str(tmp_path / "out"), "--model", str(music_ckpt),
             "-N", "2", "--corrector", "none", "--segment", "0.5", "-d", "cpu"]
-    assert _single_thread(separate.main, args) == 0
+    assert single_thread(separate.main, args) == 0
     stems = sorted(p.name for p in (tmp_path / "out" / "song").iterdir())
     assert stems == sorted(f"{n}.wav" for n in STEMS)
     parts = []
@@ -322,6 +308,6 @@ def test_separate_with_a_pit_model_names_sources_generically(corpus, tmp_path):
     sf.write(tmp_path / "song.wav", np.zeros((4000, 2), np.float32) + 0.01, 44100)
     args = [str(tmp_path / "song.wav"), str(tmp_path / "out"), "--model", str(ckpt),
             "-N", "1", "--corrector", "none", "--segment", "0.5", "-d", "cpu"]
-    assert _single_thread(separate.main, args) == 0
+    assert single_thread(separate.main, args) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s1", "s2", "s3", "s4"]
     assert (tmp_path / "out" / "s1" / "song.wav").is_file()

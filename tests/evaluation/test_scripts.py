@@ -1,6 +1,5 @@
 """evaluate.py and evaluate_mp.py end to end: a tiny real checkpoint on a toy corpus."""
 
-import json
 import os
 
 import numpy as np
@@ -12,7 +11,13 @@ import evaluate
 import evaluate_mp
 from evaluation.metrics import si_bss_eval, si_sdr
 from evaluation.runner import item_seed
-from tests.evaluation.toy import assert_same_records, toy_items, write_wsj0
+from tests.evaluation.toy import (
+    assert_same_records,
+    read_results,
+    single_thread,
+    toy_items,
+    write_wsj0,
+)
 
 N_TEST = 3
 PARAMS = "N-2_snr-0.50_corr-1_den-True_sch-linear"
@@ -57,26 +62,12 @@ def tiny_ckpt(corpus, tmp_path_factory):
     return path
 
 
-def _read(folder, split):
-    with open(folder / f"{split}.json") as f, open(folder / f"{split}_summary.json") as g:
-        return json.load(f), json.load(g)
-
-
-def _single_thread(fn, *args):
-    # evaluate_mp gives each of 2 workers 1 thread on this 2-core machine; with the same
-    # thread count the convolutions sum in the same order and records are comparable.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def single_run(tiny_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
-    _single_thread(evaluate.main, [str(tiny_ckpt), "--val", "--test", "-N", "2", "-d", "cpu",
+    single_thread(evaluate.main, [str(tiny_ckpt), "--val", "--test", "-N", "2", "-d", "cpu",
                                    "-o", str(out), "--save-n", "1", "--seed", "5"])
     return out / f"tinyeval_tiny_{PARAMS}"
 
@@ -86,7 +77,7 @@ def test_evaluate_writes_records_summary_and_samples(single_run, corpus, tiny_ck
     assert sorted(p.name for p in single_run.iterdir()) == [
         "test.json", "test_items", "test_samples", "test_summary.json",
         "val.json", "val_items", "val_samples", "val_summary.json"]
-    records, summary = _read(single_run, "test")
+    records, summary = read_results(single_run, "test")
     assert [r["index"] for r in records] == list(range(N_TEST))
     assert [r["name"] for r in records] == [f"utt{i:02d}" for i in range(N_TEST)]
     for r in records:
@@ -113,7 +104,7 @@ def test_evaluate_writes_records_summary_and_samples(single_run, corpus, tiny_ck
     mix, tgt = corpus[1]["tt"][1]
     gen = torch.Generator().manual_seed(item_seed(5, 1))
     torch.manual_seed(item_seed(5, 1))
-    est = _single_thread(lambda: model.separate(mix[None], N=2, snr=0.5, corrector_steps=1,
+    est = single_thread(lambda: model.separate(mix[None], N=2, snr=0.5, corrector_steps=1,
                                                 denoise=True, schedule="linear",
                                                 generator=gen)[0][0])
     direct = si_bss_eval(est.double().numpy(), tgt.double().numpy())
@@ -138,16 +129,16 @@ def test_evaluate_mp_resumes_after_a_kill_and_matches_evaluate(single_run, tiny_
     after = {p.name: p.stat().st_mtime_ns for p in items.glob("0*.json")}
     assert len(after) == N_TEST
     assert all(after[n] == t for n, t in first.items())  # finished items not recomputed
-    merged, summary = _read(folder, "test")
+    merged, summary = read_results(folder, "test")
     assert [r["index"] for r in merged] == list(range(N_TEST))
     assert summary["run"]["workers"] == 1
-    single, _ = _read(single_run, "test")
+    single, _ = read_results(single_run, "test")
     assert_same_records(merged, single, rel=1e-6)
 
 
 def test_no_proc_scores_the_mixture(tiny_ckpt, corpus, tmp_path):
     evaluate.main(["__no_proc__", "--test", "-c", str(tiny_ckpt), "-o", str(tmp_path)])
-    records, summary = _read(tmp_path / "mixture-tiny_no_proc", "test")
+    records, summary = read_results(tmp_path / "mixture-tiny_no_proc", "test")
     assert summary["sampler"] is None and len(records) == N_TEST
     for r, (mix, tgt) in zip(records, corpus[1]["tt"]):
         expected = si_sdr(mix.double().expand(2, -1), tgt.double()).tolist()
@@ -159,7 +150,7 @@ def test_no_proc_scores_the_mixture(tiny_ckpt, corpus, tmp_path):
 def test_no_proc_with_a_hydra_datamodule(corpus, tmp_path):
     evaluate.main(["__no_proc__", "--test", "--datamodule", "default", "--override",
                    f"datamodule.train.root={corpus[0]}", "-o", str(tmp_path), "-l", "2"])
-    records, summary = _read(tmp_path / "mixture-default_no_proc", "test")
+    records, summary = read_results(tmp_path / "mixture-default_no_proc", "test")
     assert [r["index"] for r in records] == [0, 1] and summary["limit"] == 2
     for r, (mix, tgt) in zip(records, corpus[1]["tt"]):
         expected = si_sdr(mix.double().expand(2, -1), tgt.double()).tolist()

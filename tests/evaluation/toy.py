@@ -1,5 +1,6 @@
 """Test helpers: speech-like toy corpora and a fake separator with the model's API."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,24 @@ def assert_same_records(a, b, rel=1e-9):
         diff = {k: (ra.get(k), rb.get(k)) for k in ra.keys() | rb.keys()
                 if not close(ra.get(k), rb.get(k))}
         assert not diff, f"record {ra.get('index')} differs: {diff}"
+
+
+def read_results(folder, split="test"):
+    """``({split}.json records, {split}_summary.json)`` of a result folder."""
+    with open(Path(folder) / f"{split}.json") as f, \
+            open(Path(folder) / f"{split}_summary.json") as g:
+        return json.load(f), json.load(g)
+
+
+def single_thread(fn, *args):
+    """``fn(*args)`` with one torch thread.
+
+    evaluate_mp gives each of 2 workers 1 thread on this 2-core machine; with the same
+    thread count the convolutions sum in the same order and records are comparable.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(n)

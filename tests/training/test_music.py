@@ -187,3 +187,30 @@ def test_validation_media_for_four_stems():
     assert tags[0] == "val_example_0/mix" and len(tags) == 1 + 2 * 4
     assert {f"val_example_0/est_{n}" for n in STEMS} <= set(tags)
     assert w.figures == [("val_example_0/spectrogram", 2 * 5)]  # mixture row + 4 stems
+
+
+@pytest.mark.slow
+def test_train_script_music_test_runs_the_evaluation(musdb_root, tmp_path):
+    """`train.py experiment=music-demo test=true`: stereo test tracks are scored by the
+    evaluation pipeline (BSS Eval v4 per stem) into <run>/results/."""
+    import json
+
+    from tests.training.test_train_script import run_train
+
+    run = tmp_path / "run"
+    run_train(["experiment=music-demo", f"datamodule.train.root={musdb_root}",
+               "datamodule.train.segment_s=0.2", "datamodule.train.samples_per_track=1",
+               "datamodule.val.eval_segment_s=0.25", "datamodule.batch_size=2",
+               "datamodule.num_workers=0", "model.sampler.N=2", "model.sampler.corrector=none",
+               "model.valid_max_sep_batches=1", "trainer.limit_val_batches=1",
+               "trainer.max_steps=2", "trainer.enable_progress_bar=false", "test=true",
+               f"hydra.run.dir={run}"])
+    (summary_path,) = (run / "results").glob("*/test_summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["n_ok"] == summary["n_items"] > 0
+    assert summary["metric_settings"]["metrics"] == "music"
+    assert summary["metric_settings"]["fs"] == 44100
+    assert summary["sampler"]["N"] == 2  # the run's sampler settings, not evaluate's defaults
+    assert set(summary["metrics"]["sdr"]["per_source"]) == set(STEMS)
+    records = json.loads((summary_path.parent / "test.json").read_text())
+    assert all(r["source_names"] == STEMS and r["perm"] == [0, 1, 2, 3] for r in records)

@@ -52,7 +52,7 @@ def test_enhancement_and_demo_values():
     assert cfg.model.source_order == "fixed" and cfg.model.score_model.backbone.nf == 128
     assert list(cfg.model.source_names) == ["speech", "noise"]
     demo = compose_config(["experiment=demo"])
-    assert demo.trainer.accelerator == "cpu" and demo.trainer.max_time == "00:00:08:00"
+    assert demo.trainer.accelerator == "cpu" and demo.trainer.max_time == "00:00:20:00"
     assert demo.trainer.check_val_every_n_epoch == 1
     assert demo.datamodule.train.root == "data/synth/wsj0_mix"
     assert demo.model.score_model.backbone.nf == 16  # the tiny network
