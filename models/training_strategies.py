@@ -204,8 +204,9 @@ def score_matching_loss(sde, score, example, mix, mask=None):
         x0 = torch.gather(x0, 1, order[..., None].expand_as(x0))
     # z_pi for the chosen ordering: z on ordinary steps (identity), the corrected target
     # on mismatch steps.
+    identity = torch.arange(x0.shape[1], device=x0.device)[None]
     target = permuted_noise_targets(sde, x0, example["t"], mix, example["z"], example["base"],
-                                    permutations(x0.shape[1], x0.device)[:1])[:, 0]
+                                    identity)[:, 0]
     sq = (std_score + target).pow(2)  # (B, K, L)
     if mask is None:
         return sq.mean(dim=(-2, -1))
