@@ -22,12 +22,11 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from demo import hms  # noqa: E402  (Lightning's max_time string, as make demo passes it)
+
 DATA = REPO / "data" / "synth" / "wsj0_mix" / "2speakers" / "wav8k" / "min"
-
-
-def max_time(minutes):
-    secs = int(round(minutes * 60))
-    return f"00:{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
 
 
 def scalars(acc, tag):
@@ -75,7 +74,7 @@ def main():
                  "`python -m datasets.synth speech --out data/synth/wsj0_mix` first")
     out = args.out or REPO / "exp" / "bench_demo" / time.strftime("%Y-%m-%d_%H-%M-%S")
     cmd = [sys.executable, str(REPO / "train.py"), "experiment=demo",
-           f"trainer.max_time={max_time(args.minutes)}", f"hydra.run.dir={out}",
+           f"trainer.max_time={hms(args.minutes)}", f"hydra.run.dir={out}",
            "trainer.enable_progress_bar=false", *args.overrides]
     if args.threads:
         cmd.append(f"num_threads={args.threads}")
