@@ -10,6 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Callback
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from datasets.collate import collate_pad
@@ -28,6 +29,18 @@ FAST_MODEL = [
     "model.sampler.N=3",
     "model.valid_max_sep_batches=1",
 ]
+
+
+class OracleScore(nn.Module):
+    """The exact score of p(x_t | x0) for known (normalised) sources x0."""
+
+    def __init__(self, sde, x0_n):
+        super().__init__()
+        self.sde, self.x0_n = sde, x0_n
+
+    def forward(self, x, t, mix):
+        mean, std = self.sde.marginal_prob(self.x0_n, t, mix)
+        return -self.sde.mult_std_inv(std, self.sde.mult_std_inv(std, x - mean))
 
 
 def compose_config(overrides=()):

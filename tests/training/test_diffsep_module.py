@@ -6,7 +6,7 @@ from torch import nn
 
 from models.diffsep import denormalize, normalize
 from models.ema import EMA
-from tests.training.fixtures import ToyMixtures, build_model
+from tests.training.fixtures import OracleScore, ToyMixtures, build_model
 
 
 def test_normalisation_round_trip_and_mixture_consistency():
@@ -115,18 +115,6 @@ def _raises_value_error(*overrides):
     with pytest.raises(Exception) as info:  # Hydra wraps the error of the target
         build_model(*overrides)
     assert isinstance(info.value.__cause__ or info.value, ValueError), info.value
-
-
-class OracleScore(nn.Module):
-    """The exact score of p(x_t | x0) for known (normalised) sources x0."""
-
-    def __init__(self, sde, x0_n):
-        super().__init__()
-        self.sde, self.x0_n = sde, x0_n
-
-    def forward(self, x, t, mix):
-        mean, std = self.sde.marginal_prob(self.x0_n, t, mix)
-        return -self.sde.mult_std_inv(std, self.sde.mult_std_inv(std, x - mean))
 
 
 # Without the final Tweedie step about 6 % of Pbar x0 stays mixed in (method.md).
