@@ -80,16 +80,18 @@ def probe(model, mix, tgt, times=DEFAULT_TIMES, sampler_steps=(), segments=(), s
     x_end = sde.prior_sampling(tgt_n.shape, mix_n, generator=gen)
     prior = _sdri(sde.tweedie(x_end, t_end, mix_n, model.score_model(x_end, t_end, mix_n)),
                   tgt_n, base)
+    cuts = {}  # length -> (segment mixtures, references, their mixture SI-SDR)
+    for length in map(int, segments):
+        seg_mix, seg_tgt = _segments(mix, length), _segments(tgt, length)
+        cuts[length] = (seg_mix, seg_tgt,
+                        metrics.si_sdr(seg_mix.expand_as(seg_tgt), seg_tgt).mean(dim=1))
     sampled, by_segment = {}, {}
-    for n in sampler_steps:
-        est, _, _ = model.separate(mix, N=int(n), generator=gen)
-        sampled[int(n)] = _sdri(est, tgt, base)
-        for length in segments:
-            length = int(length)
-            seg_mix, seg_tgt = _segments(mix, length), _segments(tgt, length)
-            seg_base = metrics.si_sdr(seg_mix.expand_as(seg_tgt), seg_tgt).mean(dim=1)
-            est, _, _ = model.separate(seg_mix, N=int(n), generator=gen)
-            by_segment[(int(n), length)] = _sdri(est, seg_tgt, seg_base)
+    for n in map(int, sampler_steps):
+        est, _, _ = model.separate(mix, N=n, generator=gen)
+        sampled[n] = _sdri(est, tgt, base)
+        for length, (seg_mix, seg_tgt, seg_base) in cuts.items():
+            est, _, _ = model.separate(seg_mix, N=n, generator=gen)
+            by_segment[(n, length)] = _sdri(est, seg_tgt, seg_base)
     return dict(mixture_si_sdr=float(base.mean()), rows=rows, prior=prior, sampler=sampled,
                 segments=by_segment)
 

@@ -81,9 +81,9 @@ class SegmentOracle(nn.Module):
 
     def __init__(self, sde, mix, tgt, length):
         super().__init__()
-        seg = lambda x: torch.stack([torch.stack(  # noqa: E731
-            [x[b, :, i * length:(i + 1) * length] for b in range(x.shape[0])
-             for i in range(x.shape[-1] // length)])])[0]
+        seg = lambda x: torch.stack([x[b, :, i * length:(i + 1) * length]  # noqa: E731
+                                     for b in range(x.shape[0])
+                                     for i in range(x.shape[-1] // length)])
         self.whole = OracleScore(sde, normalize(mix, tgt)[1])
         self.parts = OracleScore(sde, normalize(seg(mix), seg(tgt))[1])
 
