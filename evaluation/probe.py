@@ -74,11 +74,11 @@ def probe(model, mix, tgt, times=DEFAULT_TIMES, sampler_steps=(), segments=(), s
         tt = torch.full((b,), float(t), device=mix.device)
         z = torch.randn(tgt_n.shape, generator=gen, device=mix.device, dtype=tgt_n.dtype)
         x_t, _, _ = sde.perturb(tgt_n, tt, mix_n, z=z)
-        x0 = sde.tweedie(x_t, tt, mix_n, model.score_model(x_t, tt, mix_n))
+        x0 = sde.tweedie(x_t, tt, mix_n, model.score(x_t, tt, mix_n))
         rows.append(dict(t=float(t), tweedie=_sdri(x0, tgt_n, base), x_t=_sdri(x_t, tgt_n, base)))
     t_end = torch.full((b,), float(sde.T), device=mix.device)
     x_end = sde.prior_sampling(tgt_n.shape, mix_n, generator=gen)
-    prior = _sdri(sde.tweedie(x_end, t_end, mix_n, model.score_model(x_end, t_end, mix_n)),
+    prior = _sdri(sde.tweedie(x_end, t_end, mix_n, model.score(x_end, t_end, mix_n)),
                   tgt_n, base)
     cuts = {}  # length -> (segment mixtures, references, their mixture SI-SDR)
     for length in map(int, segments):

@@ -76,6 +76,10 @@ class DiffSepModel(pl.LightningModule):
         sampler: defaults of :meth:`separate`.
         valid_max_sep_batches: validation batches that are fully separated.
         val_pesq_mode: null, "nb" or "wb"; log_audio_n: examples sent to TensorBoard.
+        score_skip_var: null, or the variance ``v`` of a Gaussian source model whose
+            exact score (:meth:`sdes.base.SDE.gaussian_source_score`) is added to the
+            network's output, so that the network learns only what that model lacks
+            (which source is which) instead of also re-deriving the noise of ``x_t``.
     """
 
     def __init__(self, score_model, sde, optimizer, scheduler=None, *, fs=8000, n_sources=2,
@@ -83,7 +87,7 @@ class DiffSepModel(pl.LightningModule):
                  pit_threshold=None, train_strategy="standard", mismatch_p=None, init_hack=None,
                  init_hack_p=None, ema_decay=0.999, ema_warmup=True, lr_warmup_steps=0,
                  scheduler_config=None, sampler=None, valid_max_sep_batches=1,
-                 val_pesq_mode=None, log_audio_n=2, val_seed=0):
+                 val_pesq_mode=None, log_audio_n=2, val_seed=0, score_skip_var=None):
         super().__init__()
         self.score_model = score_model
         self.sde = sde
@@ -123,6 +127,9 @@ class DiffSepModel(pl.LightningModule):
         self.val_pesq_mode = val_pesq_mode
         self.log_audio_n = int(log_audio_n)
         self.val_seed = int(val_seed)
+        if score_skip_var is not None and not score_skip_var > 0:
+            raise ValueError(f"score_skip_var must be null or > 0, got {score_skip_var}")
+        self.score_skip_var = None if score_skip_var is None else float(score_skip_var)
         self.ema = EMA(self.score_model, ema_decay, ema_warmup)
         self._warmup_base_lr = None
         self._audio_logged = 0
@@ -140,7 +147,15 @@ class DiffSepModel(pl.LightningModule):
         return self.source_order == "fixed"
 
     def forward(self, x, t, mix):
-        return self.score_model(x, t, mix)
+        return self.score(x, t, mix)
+
+    def score(self, x, t, mix):
+        """The model's score of ``x_t`` (normalised scale): the network's output, plus
+        the Gaussian-source score when ``score_skip_var`` is set."""
+        out = self.score_model(x, t, mix)
+        if self.score_skip_var is not None:
+            out = out + self.sde.gaussian_source_score(x, t, mix, self.score_skip_var)
+        return out
 
     # ---- loss ----------------------------------------------------------------------
     def compute_loss(self, mix, tgt, lengths=None, generator=None):
@@ -150,7 +165,7 @@ class DiffSepModel(pl.LightningModule):
             self.sde, tgt_n, mix_n, t_eps=self.t_eps, time_sampling=self.time_sampling,
             source_order=self.source_order, strategy=self.train_strategy,
             mismatch_p=self.mismatch_p, pit_threshold=self.pit_threshold, generator=generator)
-        score = self.score_model(example["x_t"], example["t"], mix_n)
+        score = self.score(example["x_t"], example["t"], mix_n)
         mask = _length_mask(lengths, mix.shape[-1])
         return score_matching_loss(self.sde, score, example, mix_n, mask).mean()
 
@@ -231,7 +246,7 @@ class DiffSepModel(pl.LightningModule):
         opt = {k: (self.sampler[k] if v is None else v) for k, v in given.items()}
         mix_n, _, stats = normalize(mix)
         sampler = get_pc_sampler(
-            opt["predictor"], opt["corrector"], self.sde, self.score_model, mix_n, N=opt["N"],
+            opt["predictor"], opt["corrector"], self.sde, self.score, mix_n, N=opt["N"],
             snr=opt["snr"], corrector_steps=opt["corrector_steps"], denoise=opt["denoise"],
             eps=self.t_eps, intermediate=intermediate, schedule=opt["schedule"],
             final_step=opt["final_step"], generator=generator)

@@ -208,6 +208,24 @@ class SDE(abc.ABC):
         a_avg, a_diff, b = self.mean_coefs(self._time(t, x))
         return apply_op_inv(StdOp(a_avg, a_diff), mean_est - b * self.prior_mean(mix))
 
+    def gaussian_source_score(self, x: Tensor, t, mix: Tensor, var: float) -> Tensor:
+        """Exact score of ``x_t`` when the sources are Gaussian around their average.
+
+        Source model: ``x0 = mix / K + u`` with ``P u = 0`` (the sources sum to the
+        mixture) and ``u ~ N(0, var Pbar)``. Then ``x_t - m = a_diff u + L z`` with
+        ``m = mean_t(mix / K)``, whose covariance is ``avg^2 P + (a_diff^2 var + diff^2)
+        Pbar``, so the score is ``-(P / avg^2 + Pbar / (a_diff^2 var + diff^2)) (x - m)``.
+        It knows nothing of which source is which; a network can learn the rest.
+        """
+        self._check(x, mix)
+        if not var >= 0.0:
+            raise ValueError(f"var must be >= 0, got {var}")
+        std = self.marginal_std(t, mix)
+        _, a_diff, _ = self.mean_coefs(self._time(t, x))
+        m = self.marginal_mean(self.prior_mean(mix), t, mix)
+        cov = StdOp(std.avg**2, a_diff**2 * var + std.diff**2)
+        return -apply_op_inv(cov, x - m)
+
     def discretize(self, x: Tensor, t, mix: Tensor, dt) -> tuple[Tensor, Tensor]:
         """Forward increment over a step ``dt > 0``: ``(f dt, g sqrt(dt))`` (Euler)."""
         drift, diffusion = self.sde(x, t, mix)

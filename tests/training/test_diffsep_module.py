@@ -140,6 +140,48 @@ def test_separate_with_the_oracle_score_recovers_the_sources(final_step, min_db)
     assert (est.sum(1, keepdim=True) - mix).abs().max() < 0.05 * mix.abs().max()
 
 
+class _OracleMinusGaussian(nn.Module):
+    """A "network" that outputs the exact score less the Gaussian-source score: only with
+    the skip added back does the model's score become the oracle."""
+
+    def __init__(self, sde, x0_n, var):
+        super().__init__()
+        self.oracle, self.sde, self.var = OracleScore(sde, x0_n), sde, var
+
+    def forward(self, x, t, mix):
+        return self.oracle(x, t, mix) - self.sde.gaussian_source_score(x, t, mix, self.var)
+
+
+def test_score_skip_adds_the_gaussian_source_score_in_loss_and_sampler():
+    from functools import partial
+
+    from evaluation.metrics import pit_si_sdr
+    from models.diffsep import DiffSepModel
+    from sdes import MixSDE
+
+    mix, tgt = _batch(2, 1200, seed=4)
+    sde = MixSDE(2, 2.0, 0.05, 0.5, 30)
+    mix_n, tgt_n, _ = normalize(mix, tgt)
+    net = _OracleMinusGaussian(sde, tgt_n, 0.5)
+    opt = partial(torch.optim.Adam)  # fixed order: the oracle knows the dataset order
+    with_skip = DiffSepModel(net, sde, opt, source_order="fixed", score_skip_var=0.5)
+    without = DiffSepModel(net, sde, opt, source_order="fixed")
+    t = torch.tensor([0.2, 0.9])
+    x = sde.perturb(tgt_n, t, mix_n, generator=torch.Generator().manual_seed(1))[0]
+    torch.testing.assert_close(with_skip(x, t, mix_n), OracleScore(sde, tgt_n)(x, t, mix_n))
+    # The loss sees the skip: the oracle's loss is that of predicting z exactly (0 on
+    # ordinary steps), the bare network's is not.
+    loss = lambda m: float(m.compute_loss(mix, tgt, generator=torch.Generator().manual_seed(2)))  # noqa: E731
+    assert loss(with_skip) < 1e-8 < 1e-2 < loss(without)
+    # The sampler sees it too: the skip model separates like the oracle.
+    for model, ok in ((with_skip, True), (without, False)):
+        est, _, _ = model.separate(mix, final_step=True, generator=torch.Generator().manual_seed(0))
+        sdr, _ = pit_si_sdr(est, tgt)
+        assert bool(sdr.min() > 25.0) is ok, sdr
+    with pytest.raises(ValueError, match="score_skip_var"):
+        DiffSepModel(net, sde, partial(torch.optim.Adam), score_skip_var=0.0)
+
+
 def test_module_options_are_validated():
     _raises_value_error("model.source_order=loudest")
     _raises_value_error("model.time_sampling=cosine")
