@@ -87,7 +87,8 @@ class DiffSepModel(pl.LightningModule):
                  pit_threshold=None, train_strategy="standard", mismatch_p=None, init_hack=None,
                  init_hack_p=None, ema_decay=0.999, ema_warmup=True, lr_warmup_steps=0,
                  scheduler_config=None, sampler=None, valid_max_sep_batches=1,
-                 val_pesq_mode=None, log_audio_n=2, val_seed=0, score_skip_var=None):
+                 val_pesq_mode=None, log_audio_n=2, val_seed=0, score_skip_var=None,
+                 mismatch_weight=1.0):
         super().__init__()
         self.score_model = score_model
         self.sde = sde
@@ -130,6 +131,9 @@ class DiffSepModel(pl.LightningModule):
         if score_skip_var is not None and not score_skip_var > 0:
             raise ValueError(f"score_skip_var must be null or > 0, got {score_skip_var}")
         self.score_skip_var = None if score_skip_var is None else float(score_skip_var)
+        if not float(mismatch_weight) > 0:
+            raise ValueError(f"mismatch_weight must be > 0, got {mismatch_weight}")
+        self.mismatch_weight = float(mismatch_weight)
         self.ema = EMA(self.score_model, ema_decay, ema_warmup)
         self._warmup_base_lr = None
         self._audio_logged = 0
@@ -167,7 +171,10 @@ class DiffSepModel(pl.LightningModule):
             mismatch_p=self.mismatch_p, pit_threshold=self.pit_threshold, generator=generator)
         score = self.score(example["x_t"], example["t"], mix_n)
         mask = _length_mask(lengths, mix.shape[-1])
-        return score_matching_loss(self.sde, score, example, mix_n, mask).mean()
+        loss = score_matching_loss(self.sde, score, example, mix_n, mask)
+        if self.mismatch_weight != 1.0:
+            loss = loss * torch.where(example["mismatch"], self.mismatch_weight, 1.0)
+        return loss.mean()
 
     def training_step(self, batch, batch_idx):
         mix, tgt, lengths = _unpack(batch)

@@ -182,6 +182,28 @@ def test_score_skip_adds_the_gaussian_source_score_in_loss_and_sampler():
         DiffSepModel(net, sde, partial(torch.optim.Adam), score_skip_var=0.0)
 
 
+def test_mismatch_weight_scales_only_the_mismatch_steps():
+    mix, tgt = _batch(8, 1200, seed=5)
+
+    def loss(p, w):
+        torch.manual_seed(0)  # the same network for every model
+        model = build_model("model.train_strategy=prior_mismatch_pit", f"model.mismatch_p={p}",
+                            f"model.mismatch_weight={w}")
+        with torch.no_grad():
+            return float(model.compute_loss(mix, tgt, generator=torch.Generator().manual_seed(3)))
+
+    # All steps mismatch: the weight multiplies the loss; none: it changes nothing.
+    assert loss(1.0, 7.0) == pytest.approx(7.0 * loss(1.0, 1.0), rel=1e-5)
+    assert loss(0.0, 7.0) == pytest.approx(loss(0.0, 1.0), rel=1e-6)
+    # Half of them: the loss is (S_ordinary + w S_mismatch) / B, affine in w with a
+    # positive slope and an intercept below the unweighted loss.
+    l1, l2, l5 = loss(0.5, 1.0), loss(0.5, 2.0), loss(0.5, 5.0)
+    slope = l2 - l1
+    assert 0 < slope < l1
+    assert l5 == pytest.approx(l1 + 4 * slope, rel=1e-5)
+    _raises_value_error("model.mismatch_weight=0")
+
+
 def test_module_options_are_validated():
     _raises_value_error("model.source_order=loudest")
     _raises_value_error("model.time_sampling=cosine")
