@@ -80,6 +80,8 @@ class DiffSepModel(pl.LightningModule):
             exact score (:meth:`sdes.base.SDE.gaussian_source_score`) is added to the
             network's output, so that the network learns only what that model lacks
             (which source is which) instead of also re-deriving the noise of ``x_t``.
+        mismatch_weight: loss weight of the mismatch steps (t = T from the prior)
+            against the ordinary steps (1: the paper's plain mean).
     """
 
     def __init__(self, score_model, sde, optimizer, scheduler=None, *, fs=8000, n_sources=2,
