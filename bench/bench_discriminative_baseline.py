@@ -38,12 +38,18 @@ def demo_config(overrides=()):
         return compose(config_name="config", overrides=["experiment=demo", *overrides])
 
 
-def estimate(net, sde, mix):
-    """Sources ``(B, K, L)`` from the network at t = T, in the scale of ``mix``."""
-    mix_n, _, stats = normalize(mix)
+def one_shot(net, sde, mix_n):
+    """Sources ``(B, K, L)`` of a normalised mixture: ``y / K`` plus the network's output
+    at t = T from there."""
     start = sde.prior_mean(mix_n)
-    t = torch.full((mix.shape[0],), float(sde.T))
-    return denormalize(start + net(start, t, mix_n), stats)
+    t = torch.full((mix_n.shape[0],), float(sde.T))
+    return start + net(start, t, mix_n)
+
+
+def estimate(net, sde, mix):
+    """:func:`one_shot` in the scale of ``mix``."""
+    mix_n, _, stats = normalize(mix)
+    return denormalize(one_shot(net, sde, mix_n), stats)
 
 
 def pit_loss(est, tgt):
@@ -97,9 +103,7 @@ def main(argv=None):
             if time.time() - t0 >= budget:
                 break
             mix_n, tgt_n, _ = normalize(mix, tgt)
-            t = torch.full((mix.shape[0],), float(sde.T))
-            start = sde.prior_mean(mix_n)
-            loss = pit_loss(start + net(start, t, mix_n), tgt_n)
+            loss = pit_loss(one_shot(net, sde, mix_n), tgt_n)
             opt.zero_grad()
             loss.backward()
             if clip > 0:
