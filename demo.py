@@ -75,6 +75,15 @@ def best_checkpoint(ckpt_dir):
     sys.exit(f"demo: training wrote no checkpoint in {ckpt_dir}")
 
 
+def sampler_args(ckpt):
+    """evaluate.py's sampler options set to the ones the model validated with (its
+    config's ``model.sampler``) instead of evaluate.py's defaults (the paper's N = 30)."""
+    from evaluation.inputs import config_from_checkpoint
+
+    sampler = config_from_checkpoint(ckpt).model.sampler
+    return ["-N", sampler.N, "--corrector-steps", sampler.corrector_steps, "--snr", sampler.snr]
+
+
 def summary_of(results_root):
     found = sorted(Path(results_root).glob("*/test_summary.json"), key=os.path.getmtime)
     if not found:
@@ -133,7 +142,7 @@ def main():
     print(f"\n== 3/4 evaluation: first {args.eval_items} test mixtures ==")
     results = out / "results"
     run([py, "evaluate.py", ckpt, "--test", "-l", args.eval_items, "--save-n", "2",
-         "-o", results / "model", "--overwrite"])
+         *sampler_args(ckpt), "-o", results / "model", "--overwrite"])
     run([py, "evaluate.py", "__no_proc__", "-c", ckpt, "--test", "-l", args.eval_items,
          "-o", results / "mixture", "--overwrite"])
 

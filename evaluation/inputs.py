@@ -9,8 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from evaluation.runner import CONFIG_SPLITS, LIBRI_SPLITS, NO_PROC, MixtureBaseline
-
-CONFIG_KEY = "diffsep_config"  # where train.py stores the resolved Hydra config
+from models.loading import CONFIG_KEY, read_checkpoint
 
 
 class EvaluationInputError(RuntimeError):
@@ -26,8 +25,6 @@ def _check_ckpt_file(path):
 
 def config_from_checkpoint(path):
     """The training config stored in a DiffSep checkpoint, without building the model."""
-    from models.loading import read_checkpoint
-
     try:
         ckpt = read_checkpoint(_check_ckpt_file(path))
     except ValueError as e:  # NotADiffSepCheckpoint
