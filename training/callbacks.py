@@ -36,8 +36,9 @@ class LastCheckpoint(Callback):
     def _save(self, trainer):
         if trainer.sanity_checking or trainer.global_step == self._saved_step:
             return
-        # Every rank calls it: the strategy writes on rank 0 and synchronises.
-        trainer.save_checkpoint(self.path)
+        # Every rank calls it: the strategy writes on rank 0 and synchronises. The full
+        # training state (optimiser, loops, callbacks), so that resuming continues the run.
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
