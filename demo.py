@@ -81,7 +81,8 @@ def sampler_args(ckpt):
     from evaluation.inputs import config_from_checkpoint
 
     sampler = config_from_checkpoint(ckpt).model.sampler
-    return ["-N", sampler.N, "--corrector-steps", sampler.corrector_steps, "--snr", sampler.snr]
+    return ["-N", sampler.N, "--corrector-steps", sampler.corrector_steps, "--snr", sampler.snr,
+            "--denoise", str(sampler.denoise).lower(), "--schedule", sampler.schedule]
 
 
 def summary_of(results_root):
