@@ -4,7 +4,7 @@
 
 1. generate the offline 2-speaker corpus in the WSJ0-2mix layout
    (``python -m datasets.synth speech``), unless it is already there;
-2. train the tiny DiffSep model (``python train.py experiment=demo``) for a
+2. train the demo DiffSep model (``python train.py experiment=demo``) for a
    bounded wall time;
 3. evaluate its best checkpoint and the unprocessed mixture on the first test
    mixtures (``evaluate.py CKPT --test``, ``evaluate.py __no_proc__ -c CKPT --test``);
@@ -126,7 +126,7 @@ def main():
              "--fs", "8000", "--cut", "min", "--n-tr", CORPUS_SIZES["tr"],
              "--n-cv", CORPUS_SIZES["cv"], "--n-tt", CORPUS_SIZES["tt"], "--workers", "2"])
 
-    print(f"\n== 2/4 training: tiny NCSN++ for {args.minutes:g} min "
+    print(f"\n== 2/4 training: the demo model (BLSTM score network) for {args.minutes:g} min "
           "(TensorBoard: tensorboard --logdir demo_out/train) ==")
     train_dir = out / "train"
     if train_dir.exists():

@@ -1,14 +1,16 @@
 """What the demo's network learns in the same wall time as a plain separator.
 
     python bench/bench_discriminative_baseline.py [--minutes 20] [--threads 1]
-        [--val-every 150] [-- extra Hydra overrides of the demo config]
+        [--val-every 150] [--loss si-sdr|mse|mse-power] [-- extra Hydra overrides of demo]
 
 A yardstick for the learning run of ``bench/bench_train_demo.py``: the network,
 data, crops, batch size, optimiser and gradient clipping of ``experiment=demo``,
 trained for the same wall time as a discriminative separator instead of a score
 model. It gets what the sampler starts from at t = T (the prior mean ``y / K``
 for every source) and the mixture, its output is added to ``y / K``, and the loss
-is the negative permutation-invariant SI-SDR of that estimate. Validation scores
+is the negative permutation-invariant SI-SDR of that estimate (``--loss mse``: the
+squared error of the best source order, the kind of loss score matching is;
+``mse-power``: against the sources loudest first). Validation scores
 the same excerpts as the demo's ``val/si_sdri`` (first 2 s of the first 8
 validation mixtures) every ``--val-every`` steps, so the two curves compare step
 for step. No diffusion, no sampler: it measures how much separation this network
@@ -17,6 +19,7 @@ one-shot separation at t = T.
 """
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -57,6 +60,22 @@ def pit_loss(est, tgt):
     return -sdr.mean()
 
 
+def pit_mse_loss(est, tgt):
+    """Mean squared error, minimised over the K! source orders per example."""
+    errs = [(est - tgt[:, list(p)]).pow(2).mean(dim=(1, 2))
+            for p in itertools.permutations(range(tgt.shape[1]))]
+    return torch.stack(errs).min(dim=0).values.mean()
+
+
+def power_mse_loss(est, tgt):
+    """Mean squared error against the sources sorted loudest first (no PIT)."""
+    order = tgt.pow(2).mean(-1).argsort(dim=1, descending=True)
+    return (est - torch.gather(tgt, 1, order[..., None].expand_as(tgt))).pow(2).mean()
+
+
+LOSSES = {"si-sdr": pit_loss, "mse": pit_mse_loss, "mse-power": power_mse_loss}
+
+
 @torch.no_grad()
 def validate(net, sde, batches):
     vals = []
@@ -72,6 +91,8 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=20.0, help="training wall time")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--val-every", type=int, default=150, help="steps between validations")
+    ap.add_argument("--loss", choices=sorted(LOSSES), default="si-sdr",
+                    help="negative PIT SI-SDR (default), PIT MSE, or MSE loudest first")
     ap.add_argument("--out", type=Path, default=None, help="write the curve here (JSON)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides of the demo config")
     args = ap.parse_args(argv)
@@ -103,7 +124,7 @@ def main(argv=None):
             if time.time() - t0 >= budget:
                 break
             mix_n, tgt_n, _ = normalize(mix, tgt)
-            loss = pit_loss(one_shot(net, sde, mix_n), tgt_n)
+            loss = LOSSES[args.loss](one_shot(net, sde, mix_n), tgt_n)
             opt.zero_grad()
             loss.backward()
             if clip > 0:

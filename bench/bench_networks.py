@@ -1,6 +1,7 @@
 """CPU benchmark of the score networks: evaluation time, training step, memory, FLOP rate.
 
     .venv/bin/python bench/bench_networks.py [--configs tiny ncsnpp_small ncsnpp] [--threads N]
+    .venv/bin/python bench/bench_networks.py --configs tiny frame_blstm --threads 1
 
 Each (config, task) runs in a fresh subprocess so that its peak resident memory
 (`resource.getrusage(RUSAGE_SELF).ru_maxrss` after the run minus before it, i.e.
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FS = 8000
-TASKS = ("eval_1s", "eval_4s", "train_b4_2s")
+TASKS = ("eval_1s", "eval_4s", "train_b4_2s", "train_b1_2s")  # b1: the demo's batch
 
 
 def build(name: str, n_speakers: int = 2) -> torch.nn.Module:
@@ -67,7 +68,7 @@ def worker(name: str, task: str, repeats: int) -> dict:
     if task.startswith("eval"):
         B, L = 1, FS * int(task.split("_")[1].rstrip("s"))
     else:
-        B, L = 4, 2 * FS
+        B, L = int(task.split("_")[1][1:]), 2 * FS
     x, mix = torch.randn(B, K, L), torch.randn(B, 1, L)
     t = torch.rand(B) * 0.97 + 0.03
     if task.startswith("eval"):

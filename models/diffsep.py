@@ -21,6 +21,8 @@ from models.training_strategies import (
 from sdes import get_pc_sampler
 
 NORM_EPS = 1e-5
+PARAMETERIZATIONS = ("score", "data")  # what the network outputs: the score, or E[x0 | x_t]
+LOSS_WEIGHTINGS = ("score", "unit")
 SAMPLER_DEFAULTS = dict(predictor="reverse_diffusion", corrector="ald2", N=30, snr=0.5,
                         corrector_steps=1, denoise=True, schedule="linear", final_step=False)
 
@@ -80,8 +82,26 @@ class DiffSepModel(pl.LightningModule):
             exact score (:meth:`sdes.base.SDE.gaussian_source_score`) is added to the
             network's output, so that the network learns only what that model lacks
             (which source is which) instead of also re-deriving the noise of ``x_t``.
+            With ``parameterization: data`` the network sees that model's posterior
+            mean instead of ``x_t`` (the same information about the sources: the
+            noise on their sum is removed, the rest shrunk towards ``mix / K``), and
+            the sources are that mean plus the network's output, made to sum to zero
+            over the sources and scaled by the posterior std
+            (:meth:`sdes.base.SDE.gaussian_source_posterior`): the estimates always
+            sum to the mixture, and at small t, where the posterior is sharp, the
+            network cannot move them far from ``x_t``.
         mismatch_weight: loss weight of the mismatch steps (t = T from the prior)
             against the ordinary steps (1: the paper's plain mean).
+        parameterization: ``score``: the network's output is the score (DiffSep);
+            ``data``: it is an estimate of the sources ``E[x0 | x_t]``, turned into the
+            score by :meth:`sdes.base.SDE.data_score` (the loss is then a weighted
+            regression on the sources; the sampler is unchanged).
+        loss_weighting: ``score``: the score-matching loss as it is; ``unit`` (needs
+            ``parameterization: data`` and ``score_skip_var``): each squared error is
+            divided by ``w(t) = a_diff^2 v / (a_diff^2 v + diff^2)``, the share of the
+            source variance that ``x_t`` explains, so the loss is ``|Pbar (r - r*)|^2``
+            on the network's output ``r`` at every t (EDM's ``1 / c_out^2``) instead
+            of fading out towards t = T, where the sources are told apart.
     """
 
     def __init__(self, score_model, sde, optimizer, scheduler=None, *, fs=8000, n_sources=2,
@@ -90,7 +110,7 @@ class DiffSepModel(pl.LightningModule):
                  init_hack_p=None, ema_decay=0.999, ema_warmup=True, lr_warmup_steps=0,
                  scheduler_config=None, sampler=None, valid_max_sep_batches=1,
                  val_pesq_mode=None, log_audio_n=2, val_seed=0, score_skip_var=None,
-                 mismatch_weight=1.0):
+                 mismatch_weight=1.0, parameterization="score", loss_weighting="score"):
         super().__init__()
         self.score_model = score_model
         self.sde = sde
@@ -133,6 +153,18 @@ class DiffSepModel(pl.LightningModule):
         if score_skip_var is not None and not score_skip_var > 0:
             raise ValueError(f"score_skip_var must be null or > 0, got {score_skip_var}")
         self.score_skip_var = None if score_skip_var is None else float(score_skip_var)
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, "
+                             f"got {parameterization!r}")
+        self.parameterization = parameterization
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
+                             f"got {loss_weighting!r}")
+        if loss_weighting == "unit" and (parameterization != "data" or score_skip_var is None):
+            raise ValueError("loss_weighting: unit weights the output of the data "
+                             "parameterisation with the Gaussian skip: set "
+                             "parameterization: data and score_skip_var (e.g. 0.5)")
+        self.loss_weighting = loss_weighting
         if not float(mismatch_weight) > 0:
             raise ValueError(f"mismatch_weight must be > 0, got {mismatch_weight}")
         self.mismatch_weight = float(mismatch_weight)
@@ -157,8 +189,16 @@ class DiffSepModel(pl.LightningModule):
 
     def score(self, x, t, mix):
         """The model's score of ``x_t`` (normalised scale): the network's output, plus
-        the Gaussian-source score when ``score_skip_var`` is set."""
+        the Gaussian-source score when ``score_skip_var`` is set; with
+        ``parameterization: data`` the score whose posterior mean is the output."""
+        if self.parameterization == "data" and self.score_skip_var is not None:
+            mean, std = self.sde.gaussian_source_posterior(x, t, mix, self.score_skip_var)
+            out = self.score_model(mean, t, mix)
+            out = mean + std * (out - out.mean(dim=1, keepdim=True))
+            return self.sde.data_score(x, t, mix, out)
         out = self.score_model(x, t, mix)
+        if self.parameterization == "data":
+            return self.sde.data_score(x, t, mix, out)
         if self.score_skip_var is not None:
             out = out + self.sde.gaussian_source_score(x, t, mix, self.score_skip_var)
         return out
@@ -173,7 +213,12 @@ class DiffSepModel(pl.LightningModule):
             mismatch_p=self.mismatch_p, pit_threshold=self.pit_threshold, generator=generator)
         score = self.score(example["x_t"], example["t"], mix_n)
         mask = _length_mask(lengths, mix.shape[-1])
-        loss = score_matching_loss(self.sde, score, example, mix_n, mask)
+        weight = None
+        if self.loss_weighting == "unit":
+            std = example["std"]
+            _, a_diff, _ = self.sde.mean_coefs(example["t"][:, None, None])
+            weight = 1.0 + std.diff**2 / (a_diff**2 * self.score_skip_var)
+        loss = score_matching_loss(self.sde, score, example, mix_n, mask, weight)
         if self.mismatch_weight != 1.0:
             loss = loss * torch.where(example["mismatch"], self.mismatch_weight, 1.0)
         return loss.mean()

@@ -186,8 +186,12 @@ def best_permutations(sde, std_score, example, mix, mask=None):
     return gram[:, k, perms].sum(-1).argmax(dim=1)  # (B, K!) cross terms -> best ordering
 
 
-def score_matching_loss(sde, score, example, mix, mask=None):
-    """Per-example loss ``(B,)``: ``mean((L s + z_pi)**2)``, min over pi where ``use_pit``.
+def score_matching_loss(sde, score, example, mix, mask=None, weight=None):
+    """Per-example loss ``(B,)``: ``mean(w (L s + z_pi)**2)``, min over pi where ``use_pit``.
+
+    ``weight`` (broadcastable to (B, 1, L), default 1) weights each sample's squared
+    error; the ordering is chosen on the unweighted error (the same ordering whenever
+    the weight is constant along the signal, as for every SDE but PriorMixSDE).
 
     The minimising ordering is found in closed form (:func:`best_permutations`); the
     loss is then evaluated exactly for that one ordering, so its value and gradient are
@@ -208,6 +212,8 @@ def score_matching_loss(sde, score, example, mix, mask=None):
     target = permuted_noise_targets(sde, x0, example["t"], mix, example["z"], example["base"],
                                     identity)[:, 0]
     sq = (std_score + target).pow(2)  # (B, K, L)
+    if weight is not None:
+        sq = sq * weight
     if mask is None:
         return sq.mean(dim=(-2, -1))
     m = mask.to(sq.dtype)

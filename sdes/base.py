@@ -208,6 +208,20 @@ class SDE(abc.ABC):
         a_avg, a_diff, b = self.mean_coefs(self._time(t, x))
         return apply_op_inv(StdOp(a_avg, a_diff), mean_est - b * self.prior_mean(mix))
 
+    def data_score(self, x: Tensor, t, mix: Tensor, x0: Tensor) -> Tensor:
+        """The score of ``x_t`` whose posterior mean is ``x0``: ``-Cov(t)^{-1} (x - mean_t(x0))``.
+
+        The inverse of :meth:`tweedie`: ``tweedie(x, t, mix, data_score(x, t, mix, x0))``
+        returns ``x0``. A network that predicts ``E[x0 | x_t]`` (a separator) becomes a
+        score model this way, and the score-matching loss becomes
+        ``|L^{-1} A(t) (x0_hat - x0)|^2``, a weighted regression on the sources.
+        """
+        self._check(x, mix)
+        self._check(x0, mix, "x0")
+        std = self.marginal_std(t, mix)
+        cov = StdOp(std.avg**2, std.diff**2)
+        return -apply_op_inv(cov, x - self.marginal_mean(x0, t, mix))
+
     def gaussian_source_score(self, x: Tensor, t, mix: Tensor, var: float) -> Tensor:
         """Exact score of ``x_t`` when the sources are Gaussian around their average.
 
@@ -225,6 +239,26 @@ class SDE(abc.ABC):
         m = self.marginal_mean(self.prior_mean(mix), t, mix)
         cov = StdOp(std.avg**2, a_diff**2 * var + std.diff**2)
         return -apply_op_inv(cov, x - m)
+
+    def gaussian_source_posterior(self, x: Tensor, t, mix: Tensor, var: float):
+        """``(mean, std)`` of ``x0 | x_t`` for the Gaussian source model above.
+
+        ``P x0 = mix / K`` is known; on ``Pbar``, ``Pbar (x_t - m) = a_diff u + diff Pbar z``
+        gives the posterior mean ``mix / K + a_diff var / (a_diff^2 var + diff^2) Pbar (x - m)``
+        and the covariance ``std^2 Pbar`` with ``std^2 = var diff^2 / (a_diff^2 var + diff^2)``.
+        ``std`` broadcasts against ``(B, K, L)``; the mean equals :meth:`tweedie` of
+        :meth:`gaussian_source_score`.
+        """
+        self._check(x, mix)
+        if not var >= 0.0:
+            raise ValueError(f"var must be >= 0, got {var}")
+        std = self.marginal_std(t, mix)
+        _, a_diff, _ = self.mean_coefs(self._time(t, x))
+        r = x - self.marginal_mean(self.prior_mean(mix), t, mix)
+        r = r - source_mean(r)
+        denom = a_diff**2 * var + std.diff**2
+        mean = self.prior_mean(mix) + (a_diff * var / denom) * r
+        return mean, torch.sqrt(var * std.diff**2 / denom)
 
     def discretize(self, x: Tensor, t, mix: Tensor, dt) -> tuple[Tensor, Tensor]:
         """Forward increment over a step ``dt > 0``: ``(f dt, g sqrt(dt))`` (Euler)."""

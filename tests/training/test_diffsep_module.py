@@ -218,3 +218,168 @@ def test_module_options_are_validated():
     assert model.train_strategy == "prior_mismatch_fraction"
     assert model.mismatch_p == pytest.approx(1 / 25)
     assert model.source_names == ["s1", "s2"] and model.n_sources == 2 and model.fs == 8000
+
+
+class _FixedSources(nn.Module):
+    """A "separator" that outputs given sources whatever its input."""
+
+    def __init__(self, x0_n):
+        super().__init__()
+        self.x0_n = x0_n
+
+    def forward(self, x, t, mix):
+        return self.x0_n.expand_as(x)
+
+
+def test_data_parameterization_turns_a_separator_into_the_score():
+    """With ``parameterization: data`` the network's output is E[x0 | x_t]: the true
+    sources give the exact point-mass score, zero loss on ordinary steps, and a
+    separation like the oracle's; a wrong estimate costs |L^{-1} A (x0_hat - x0)|^2."""
+    from functools import partial
+
+    from evaluation.metrics import pit_si_sdr
+    from models.diffsep import DiffSepModel
+    from sdes import MixSDE
+    from sdes.base import StdOp, apply_op
+
+    mix, tgt = _batch(2, 1200, seed=5)
+    sde = MixSDE(2, 2.0, 0.05, 0.5, 30)
+    mix_n, tgt_n, _ = normalize(mix, tgt)
+    opt = partial(torch.optim.Adam)
+    model = DiffSepModel(_FixedSources(tgt_n), sde, opt, source_order="fixed",
+                         parameterization="data")
+    t = torch.tensor([0.1, 0.8])
+    x = sde.perturb(tgt_n, t, mix_n, generator=torch.Generator().manual_seed(1))[0]
+    torch.testing.assert_close(model(x, t, mix_n), OracleScore(sde, tgt_n)(x, t, mix_n),
+                               rtol=1e-4, atol=1e-3)
+    assert float(model.compute_loss(mix, tgt, generator=torch.Generator().manual_seed(2))) < 1e-8
+    est, _, _ = model.separate(mix, final_step=True, generator=torch.Generator().manual_seed(0))
+    assert pit_si_sdr(est, tgt)[0].min() > 25.0
+
+    # A wrong separator: the loss is the whitened error of the mean, worked out by hand
+    # with the draw the loss makes (same generator: t, then z).
+    delta = 0.1 * torch.randn(tgt_n.shape, generator=torch.Generator().manual_seed(3))
+    wrong = DiffSepModel(_FixedSources(tgt_n + delta), sde, opt, source_order="fixed",
+                         parameterization="data")
+    got = float(wrong.compute_loss(mix, tgt, generator=torch.Generator().manual_seed(4)))
+    from models.training_strategies import draw_training_example
+    ex = draw_training_example(
+        sde, tgt_n, mix_n, t_eps=wrong.t_eps, time_sampling="uniform", source_order="fixed",
+        strategy="standard", mismatch_p=wrong.mismatch_p, pit_threshold=None,
+        generator=torch.Generator().manual_seed(4))
+    a_avg, a_diff, _ = sde.mean_coefs(ex["t"][:, None, None])
+    want = sde.mult_std_inv(ex["std"], apply_op(StdOp(a_avg, a_diff), delta)).pow(2).mean()
+    assert got == pytest.approx(float(want), rel=1e-4)
+    assert got > 1e-3
+
+
+def test_parameterization_checks():
+    from functools import partial
+
+    from models.diffsep import DiffSepModel
+    from sdes import MixSDE
+
+    sde, opt, net = MixSDE(2, 2.0, 0.05, 0.5, 30), partial(torch.optim.Adam), nn.Identity()
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        DiffSepModel(net, sde, opt, parameterization="eps")
+
+
+class _ResidualOracle(nn.Module):
+    """Outputs what the data parameterisation with the Gaussian skip needs to give the
+    true sources: (x0 - posterior mean) / posterior std, plus a common offset that the
+    zero-sum projection must remove. Its input is the posterior mean itself (kept in
+    ``seen`` for the test); the posterior std does not depend on x."""
+
+    def __init__(self, sde, x0_n, var):
+        super().__init__()
+        self.sde, self.x0_n, self.var, self.seen = sde, x0_n, var, None
+
+    def forward(self, x, t, mix):
+        self.seen = x
+        _, std = self.sde.gaussian_source_posterior(x, t, mix, self.var)
+        return (self.x0_n - x) / std + 3.0
+
+
+def test_data_parameterization_with_the_gaussian_skip():
+    from functools import partial
+
+    from models.diffsep import DiffSepModel
+    from sdes import MixSDE
+
+    mix, tgt = _batch(2, 1200, seed=6)
+    sde = MixSDE(2, 2.0, 0.05, 0.5, 30)
+    mix_n, tgt_n, _ = normalize(mix, tgt)
+    opt = partial(torch.optim.Adam)
+    t = torch.tensor([0.1, 0.8])
+    x = sde.perturb(tgt_n, t, mix_n, generator=torch.Generator().manual_seed(1))[0]
+    oracle = _ResidualOracle(sde, tgt_n, 0.5)
+    model = DiffSepModel(oracle, sde, opt, source_order="fixed", parameterization="data",
+                         score_skip_var=0.5)
+    torch.testing.assert_close(model(x, t, mix_n), OracleScore(sde, tgt_n)(x, t, mix_n),
+                               rtol=1e-4, atol=1e-3)
+    # the network sees the posterior mean, not x_t (at t = 0.8 they differ clearly)
+    mean, _ = sde.gaussian_source_posterior(x, t, mix_n, 0.5)
+    torch.testing.assert_close(oracle.seen, mean)
+    assert (mean - x).abs().max() > 0.5
+    # Whatever the network outputs, the model's source estimate sums to the mixture and
+    # stays within a few posterior stds of the Gaussian posterior mean.
+    torch.manual_seed(0)
+    noisy = DiffSepModel(_FixedSources(torch.randn(tgt_n.shape) + 5.0), sde, opt,
+                         parameterization="data", score_skip_var=0.5)
+    est = sde.tweedie(x, t, mix_n, noisy(x, t, mix_n))
+    torch.testing.assert_close(est.sum(1, keepdim=True), mix_n, rtol=1e-4, atol=1e-4)
+    mean, std = sde.gaussian_source_posterior(x, t, mix_n, 0.5)
+    assert ((est - mean).abs() / std).max() < 10.0
+
+
+class _PerturbedResidualOracle(_ResidualOracle):
+    """The residual oracle plus a fixed error eps on its output."""
+
+    def __init__(self, sde, x0_n, var, eps):
+        super().__init__(sde, x0_n, var)
+        self.eps = eps
+
+    def forward(self, x, t, mix):
+        return super().forward(x, t, mix) + self.eps
+
+
+@pytest.mark.parametrize("strategy", ["standard", "prior_mismatch_pit"])
+def test_unit_loss_weighting_is_the_error_of_the_network_output(strategy):
+    """With loss_weighting: unit the loss is mean |Pbar eps|^2 for an output error eps,
+    at every t and on mismatch steps too; the score weighting fades it out at large t."""
+    from functools import partial
+
+    from models.diffsep import DiffSepModel
+    from sdes import MixSDE
+
+    mix, tgt = _batch(2, 1200, seed=7)
+    sde = MixSDE(2, 2.0, 0.05, 0.5, 30)
+    _, tgt_n, _ = normalize(mix, tgt)
+    eps = 0.3 * torch.randn(tgt_n.shape, generator=torch.Generator().manual_seed(8))
+    want = float((eps - eps.mean(1, keepdim=True)).pow(2).mean())
+    net = _PerturbedResidualOracle(sde, tgt_n, 0.5, eps)
+    kw = dict(source_order="fixed", parameterization="data", score_skip_var=0.5,
+              train_strategy=strategy, mismatch_p=1.0 if strategy != "standard" else None)
+    unit = DiffSepModel(net, sde, partial(torch.optim.Adam), loss_weighting="unit", **kw)
+    plain = DiffSepModel(net, sde, partial(torch.optim.Adam), **kw)
+    for seed in range(3):  # different t
+        got = float(unit.compute_loss(mix, tgt, generator=torch.Generator().manual_seed(seed)))
+        assert got == pytest.approx(want, rel=1e-3)
+    # score weighting at t = T (every step a mismatch step): 1 / 15.6 of it on this SDE
+    if strategy != "standard":
+        got = float(plain.compute_loss(mix, tgt, generator=torch.Generator().manual_seed(0)))
+        assert got < 0.1 * want
+
+
+def test_unit_loss_weighting_needs_the_data_parameterization_with_the_skip():
+    from functools import partial
+
+    from models.diffsep import DiffSepModel
+    from sdes import MixSDE
+
+    sde, opt, net = MixSDE(2, 2.0, 0.05, 0.5, 30), partial(torch.optim.Adam), nn.Identity()
+    with pytest.raises(ValueError, match="loss_weighting must be one of"):
+        DiffSepModel(net, sde, opt, loss_weighting="snr")
+    for kw in (dict(parameterization="data"), dict(score_skip_var=0.5)):
+        with pytest.raises(ValueError, match="set parameterization: data and score_skip_var"):
+            DiffSepModel(net, sde, opt, loss_weighting="unit", **kw)

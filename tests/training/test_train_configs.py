@@ -55,7 +55,11 @@ def test_enhancement_and_demo_values():
     assert demo.trainer.accelerator == "cpu" and demo.trainer.max_time == "00:00:20:00"
     assert demo.trainer.check_val_every_n_epoch == 1
     assert demo.datamodule.train.root == "data/synth/wsj0_mix"
-    assert demo.model.score_model.backbone.nf == 16  # the tiny network
+    assert demo.model.score_model.backbone._target_ == "models.frame_rnn.FrameBLSTM"
+    assert demo.model.score_model.backbone.scale_by_sigma is False  # it outputs sources
+    m = demo.model
+    assert (m.parameterization, m.loss_weighting, m.score_skip_var) == ("data", "unit", 0.5)
+    instantiate(m)  # the combination passes the model's own checks
 
 
 @pytest.mark.parametrize("model", MODELS)
