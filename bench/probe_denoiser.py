@@ -2,11 +2,13 @@
 
     python bench/probe_denoiser.py CKPT [--root data/synth/wsj0_mix] [--split cv]
         [--n-items 8] [--seconds 2] [--sampler-N 8 30] [--segments 0.5 1] [--threads 2]
+        [--trajectory N]
 
 Reads the first ``--n-items`` mixtures of a WSJ0-mix-layout split (the first
 ``--seconds`` of each) and prints the table of :func:`evaluation.probe.probe`:
 how well the model denoises the training distribution at each t, what it makes of
-a prior draw at t = T, and what the PC sampler reaches. See evaluation/probe.py.
+a prior draw at t = T, and what the PC sampler reaches; with ``--trajectory N``
+also the one-step estimates along one N-step sampler run. See evaluation/probe.py.
 """
 
 import argparse
@@ -20,7 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from datasets.wsj0_mix import WSJ0Mix  # noqa: E402
-from evaluation.probe import DEFAULT_TIMES, format_probe, probe  # noqa: E402
+from evaluation.probe import (  # noqa: E402
+    DEFAULT_TIMES,
+    format_probe,
+    format_trajectory,
+    probe,
+    trajectory,
+)
 from models.loading import load_model  # noqa: E402
 
 
@@ -37,6 +45,8 @@ def main(argv=None):
                     help="sampler steps of the full separations (none: skip)")
     ap.add_argument("--segments", type=float, nargs="*", default=[],
                     help="also separate the excerpts cut into segments of these seconds")
+    ap.add_argument("--trajectory", type=int, default=None, metavar="N",
+                    help="also score the one-step estimates along an N-step sampler run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
@@ -54,6 +64,9 @@ def main(argv=None):
                    segments=[round(s * fs) for s in args.segments], seed=args.seed)
     print(f"{args.ckpt}: {len(items)} items of {args.split}, first {args.seconds:g} s")
     print(format_probe(result))
+    if args.trajectory:
+        result["trajectory"] = trajectory(model, mix, tgt, N=args.trajectory, seed=args.seed)
+        print(format_trajectory(result["trajectory"]))
     if args.json is not None:
         result["segments"] = [dict(N=n, samples=length, si_sdri=v)
                               for (n, length), v in result["segments"].items()]

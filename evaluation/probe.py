@@ -18,6 +18,13 @@ the two. This probe scores them apart, on references the model was not trained o
   speakers to its outputs consistently only over short spans (outputs that swap
   along time), e.g. over the length of its training crops.
 
+- ``trajectory`` (:func:`trajectory`): along one run of the PC sampler, the state
+  ``x_t`` after each step and the model's one-step estimate ``E[x0 | x_t]`` from it.
+  It shows whether the sampler keeps, improves or loses what the first estimate
+  from the prior had: a model trained only on forward-noised states reads the
+  residual separation of its own earlier guesses as if it were the truth's, and
+  the estimates drift (README, "The demo model").
+
 Every number is the mean permutation-invariant SI-SDR improvement over the
 mixture (dB). A model whose ``tweedie`` column is well above zero down from some
 t while ``sampler`` stays below zero denoises but does not yet separate from the
@@ -94,6 +101,38 @@ def probe(model, mix, tgt, times=DEFAULT_TIMES, sampler_steps=(), segments=(), s
             by_segment[(n, length)] = _sdri(est, seg_tgt, seg_base)
     return dict(mixture_si_sdr=float(base.mean()), rows=rows, prior=prior, sampler=sampled,
                 segments=by_segment)
+
+
+@torch.no_grad()
+def trajectory(model, mix, tgt, N=8, seed=0):
+    """SI-SDRi (dB) of the sampler's states and of the one-step estimates from them.
+
+    Runs ``model.separate`` once (its sampler settings, ``N`` steps, seeded) on the
+    normalised mixtures and returns ``{"rows": [{"t", "state", "estimate"}],
+    "final"}``: one row per state the sampler returns (the prior draw at t = T, then
+    the state after each step; not the final step's t = 0), ``estimate`` scoring
+    ``model.one_step_estimate`` of that state, ``final`` the sampler's output.
+    """
+    mix_n, tgt_n, _ = normalize(mix, tgt)
+    base = metrics.si_sdr(mix_n.expand_as(tgt_n), tgt_n).mean(dim=1)
+    gen = torch.Generator(device=mix.device).manual_seed(int(seed))
+    est, _, states = model.separate(mix_n, N=N, intermediate=True, generator=gen)
+    rows = []
+    for t, x in states:
+        if float(t) <= 0.0:
+            continue  # the final Tweedie step's (0, E[x0 | x_eps]): an estimate already
+        tt = torch.full((mix.shape[0],), float(t), device=mix.device)
+        rows.append(dict(t=float(t), state=_sdri(x, tgt_n, base),
+                         estimate=_sdri(model.one_step_estimate(x, tt, mix_n), tgt_n, base)))
+    return dict(rows=rows, final=_sdri(est, tgt_n, base))
+
+
+def format_trajectory(result):
+    lines = ["sampler trajectory: SI-SDRi of the state x_t and of E[x0 | x_t] from it",
+             f"{'t':>6} {'state':>8} {'estimate':>9}"]
+    lines += [f"{r['t']:>6.3f} {r['state']:>8.2f} {r['estimate']:>9.2f}" for r in result["rows"]]
+    lines.append(f"sampler output: {result['final']:.2f}")
+    return "\n".join(lines)
 
 
 def format_probe(result):

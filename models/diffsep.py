@@ -92,6 +92,15 @@ class DiffSepModel(pl.LightningModule):
             network cannot move them far from ``x_t``.
         mismatch_weight: loss weight of the mismatch steps (t = T from the prior)
             against the ordinary steps (1: the paper's plain mean).
+        refine_p: per-example probability of a refinement step (our extension, 0 by
+            default): ``x_t`` is drawn around the model's own one-step estimate of the
+            sources from a prior draw (:meth:`one_step_estimate`, no gradient) instead
+            of around the true sources, at an ordinary t, and the target is the true
+            sources in the best order (see
+            :func:`models.training_strategies.draw_training_example`). The sampler's
+            states after its first step carry the trace of such a guess, not of the
+            true sources; these steps teach the network to improve on the guess
+            instead of reading it as the truth.
         parameterization: ``score``: the network's output is the score (DiffSep);
             ``data``: it is an estimate of the sources ``E[x0 | x_t]``, turned into the
             score by :meth:`sdes.base.SDE.data_score` (the loss is then a weighted
@@ -110,7 +119,8 @@ class DiffSepModel(pl.LightningModule):
                  init_hack_p=None, ema_decay=0.999, ema_warmup=True, lr_warmup_steps=0,
                  scheduler_config=None, sampler=None, valid_max_sep_batches=1,
                  val_pesq_mode=None, log_audio_n=2, val_seed=0, score_skip_var=None,
-                 mismatch_weight=1.0, parameterization="score", loss_weighting="score"):
+                 mismatch_weight=1.0, parameterization="score", loss_weighting="score",
+                 refine_p=0.0):
         super().__init__()
         self.score_model = score_model
         self.sde = sde
@@ -168,6 +178,10 @@ class DiffSepModel(pl.LightningModule):
         if not float(mismatch_weight) > 0:
             raise ValueError(f"mismatch_weight must be > 0, got {mismatch_weight}")
         self.mismatch_weight = float(mismatch_weight)
+        self.refine_p = float(refine_p or 0.0)
+        if not 0.0 <= self.refine_p <= 1.0 - self.mismatch_p:
+            raise ValueError(f"refine_p must be in [0, 1 - mismatch_p = "
+                             f"{1.0 - self.mismatch_p:g}], got {refine_p}")
         self.ema = EMA(self.score_model, ema_decay, ema_warmup)
         self._warmup_base_lr = None
         self._audio_logged = 0
@@ -203,6 +217,11 @@ class DiffSepModel(pl.LightningModule):
             out = out + self.sde.gaussian_source_score(x, t, mix, self.score_skip_var)
         return out
 
+    def one_step_estimate(self, x, t, mix):
+        """Tweedie's estimate ``E[x0 | x_t]`` from the model's score (normalised scale); with
+        ``parameterization: data`` this is the network's own estimate of the sources."""
+        return self.sde.tweedie(x, t, mix, self.score(x, t, mix))
+
     # ---- loss ----------------------------------------------------------------------
     def compute_loss(self, mix, tgt, lengths=None, generator=None):
         """Score-matching loss of a batch in the input scale (normalised inside)."""
@@ -210,7 +229,8 @@ class DiffSepModel(pl.LightningModule):
         example = draw_training_example(
             self.sde, tgt_n, mix_n, t_eps=self.t_eps, time_sampling=self.time_sampling,
             source_order=self.source_order, strategy=self.train_strategy,
-            mismatch_p=self.mismatch_p, pit_threshold=self.pit_threshold, generator=generator)
+            mismatch_p=self.mismatch_p, pit_threshold=self.pit_threshold, generator=generator,
+            refine_p=self.refine_p, estimate=self.one_step_estimate)
         score = self.score(example["x_t"], example["t"], mix_n)
         mask = _length_mask(lengths, mix.shape[-1])
         weight = None

@@ -11,6 +11,12 @@ score (``-x / sigma^2`` and the like) does not have to pass the frame bottleneck
 Where a U-Net sees a few hundred milliseconds through its 3x3 convolutions, every
 output frame here depends on the whole utterance, which is what tells two
 speakers apart; a step costs a small fraction of a tiny NCSN++'s.
+
+With ``conv_channels > 0`` a small convolutional front end runs first over the
+time-frequency plane (a 3x3 convolution shifted by the time embedding, then a 5x3
+convolution dilated by 2 along frequency, SiLU after each) and its feature maps are
+stacked onto the input: both the frame projection and the per-bin skip then see
+local patterns (harmonics, onsets) that a per-bin linear map cannot form.
 """
 
 import torch
@@ -39,6 +45,7 @@ class FrameBLSTM(nn.Module):
         fourier_scale: float = 16.0,
         dropout: float = 0.0,
         scale_by_sigma: bool = True,
+        conv_channels: int = 0,
     ):
         super().__init__()
         for name, value in (("num_channels_in", num_channels_in),
@@ -46,6 +53,8 @@ class FrameBLSTM(nn.Module):
                             ("hidden", hidden), ("n_layers", n_layers), ("embed_dim", embed_dim)):
             if value < 1:
                 raise ValueError(f"FrameBLSTM {name} must be >= 1, got {value}")
+        if conv_channels < 0:
+            raise ValueError(f"FrameBLSTM conv_channels must be >= 0, got {conv_channels}")
         if embed_dim % 2:
             raise ValueError(f"FrameBLSTM embed_dim must be even, got {embed_dim}")
         self.c_in, self.c_out, self.n_freqs = num_channels_in, num_channels_out, n_freqs
@@ -57,7 +66,14 @@ class FrameBLSTM(nn.Module):
         # one (scale, shift) pair per LSTM layer input and one for the output features
         self.film = nn.ModuleList(nn.Linear(4 * embed_dim, 2 * hidden) for _ in range(n_layers))
         self.film_out = nn.Linear(4 * embed_dim, 2 * hidden)
-        self.inp = nn.Linear(num_channels_in * n_freqs, hidden)
+        self.conv_channels = conv_channels
+        c_feat = num_channels_in + conv_channels
+        if conv_channels:
+            self.conv1 = nn.Conv2d(num_channels_in, conv_channels, 3, padding=1)
+            self.conv_t = nn.Linear(4 * embed_dim, conv_channels)
+            self.conv2 = nn.Conv2d(conv_channels, conv_channels, (5, 3), padding=(4, 1),
+                                   dilation=(2, 1))
+        self.inp = nn.Linear(c_feat * n_freqs, hidden)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(n_layers))
         self.rnns = nn.ModuleList(
             nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True) for _ in range(n_layers)
@@ -66,7 +82,7 @@ class FrameBLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, num_channels_out * n_freqs)
-        self.skip = nn.Conv2d(num_channels_in, num_channels_out, kernel_size=1)
+        self.skip = nn.Conv2d(c_feat, num_channels_out, kernel_size=1)
         # The FiLM layers start at the identity. The output layers keep their random
         # initialisation: the inverse of the magnitude compression, |Y| ** (1 / alpha),
         # has a zero derivative at Y = 0, so a zero output would get no gradient.
@@ -89,7 +105,10 @@ class FrameBLSTM(nn.Module):
         self._check_input(x, t)
         B, _, Fq, T = x.shape
         temb = self.temb(self.fourier(torch.log(t)))  # (B, 4 embed_dim)
-        h = self.inp(x.permute(0, 3, 1, 2).reshape(B, T, self.c_in * Fq))  # (B, T, hidden)
+        if self.conv_channels:
+            c = F.silu(self.conv1(x) + self.conv_t(temb)[:, :, None, None])
+            x = torch.cat([x, F.silu(self.conv2(c))], dim=1)
+        h = self.inp(x.permute(0, 3, 1, 2).reshape(B, T, x.shape[1] * Fq))  # (B, T, hidden)
         for film, norm, rnn, proj in zip(self.film, self.norms, self.rnns, self.proj):
             scale, shift = film(temb)[:, None, :].chunk(2, dim=-1)
             u = norm(h) * (1 + scale) + shift

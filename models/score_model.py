@@ -25,9 +25,29 @@ def _check_inputs(x: torch.Tensor, t: torch.Tensor, mix: torch.Tensor, n_sources
         raise ValueError(f"t must have shape ({B},), got {tuple(t.shape)}")
 
 
+OUTPUTS = ("spectrum", "mask", "mask+spectrum")
+LOG_MAG_FLOOR = 1e-6  # of |X|^2, for a unit-variance mixture (about -60 dB per bin)
+
+
 class STFTScoreModel(nn.Module):
     """x_t and the mixture -> compressed STFT (2(K+1) real channels) -> backbone -> 2K
-    channels -> inverse compression -> iSTFT -> score waveforms (B, K, L)."""
+    channels -> inverse compression -> iSTFT -> score waveforms (B, K, L).
+
+    ``output`` says what the backbone's output channels are:
+
+    - ``spectrum`` (NCSN++ in DiffSep): the compressed STFT of each output, inverted
+      with the compression;
+    - ``mask``: a complex mask per source on the mixture's (uncompressed) STFT, so
+      output k is ``iSTFT(M_k * STFT(mix))``: the output has the mixture's
+      time-frequency support by construction, which is what a separator predicts
+      (an estimate of the sources, or a correction of one);
+    - ``mask+spectrum``: 4K channels, the sum of both (the spectrum part can reach
+      bins where the mixture is silent, e.g. to remove noise from ``x_t``).
+
+    With ``log_magnitude`` the backbone also gets ``log(|X|^2 + 1e-6) / 10`` of each
+    input (K + 1 more channels, after the real/imaginary ones): the energy of a bin
+    without having to square and add two phase-dependent numbers.
+    """
 
     def __init__(
         self,
@@ -40,15 +60,22 @@ class STFTScoreModel(nn.Module):
         spec_abs_exponent: float = 0.5,
         learnable_transform: bool = False,
         frame_multiple: int = 64,
+        output: str = "spectrum",
+        log_magnitude: bool = False,
     ):
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if n_sources < 1:
             raise ValueError(f"n_sources must be >= 1, got {n_sources}")
         if frame_multiple < 1:
             raise ValueError(f"frame_multiple must be >= 1, got {frame_multiple}")
         self.n_sources = n_sources
         self.frame_multiple = frame_multiple
-        c_in, c_out = 2 * (n_sources + 1), 2 * n_sources
+        self.output = output
+        self.log_magnitude = bool(log_magnitude)
+        c_in = (3 if self.log_magnitude else 2) * (n_sources + 1)
+        c_out = 2 * n_sources * (2 if output == "mask+spectrum" else 1)
         if not isinstance(backbone, nn.Module):
             backbone = backbone(num_channels_in=c_in, num_channels_out=c_out)
         for name, want in (("c_in", c_in), ("c_out", c_out)):
@@ -84,29 +111,47 @@ class STFTScoreModel(nn.Module):
         pad = n_fft - hop
         return max(pad, n_fft // 2 + 1 - n_samples)
 
-    def analysis(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(B, C, L) -> (B, 2C, F, T_pad) compressed real/imag channels and the frame count."""
+    def analysis(self, x: torch.Tensor, raw: bool = False):
+        """(B, C, L) -> (B, 2C, F, T_pad) compressed real/imag channels (3C with
+        ``log_magnitude``) and the frame count (and, with ``raw``, the uncompressed STFT
+        (B, C, F, T) as a third value)."""
         B, C, L = x.shape
         x = F.pad(x, (0, self.pad_length(L)))
-        X = self.forward_transform(self.stft(x))
+        S = self.stft(x)
+        X = self.forward_transform(S)
         n_frames = X.shape[-1]
         X = torch.view_as_real(X).permute(0, 1, 4, 2, 3).reshape(B, 2 * C, *X.shape[-2:])
+        if self.log_magnitude:
+            X = torch.cat([X, torch.log(S.real**2 + S.imag**2 + LOG_MAG_FLOOR) / 10], dim=1)
         X = F.pad(X, (0, frames_to_multiple(n_frames, self.frame_multiple) - n_frames))
-        return X, n_frames
+        return (X, n_frames, S) if raw else (X, n_frames)
 
-    def synthesis(self, Y: torch.Tensor, n_frames: int, length: int) -> torch.Tensor:
-        """(B, 2K, F, T_pad) real channels -> (B, K, length) waveforms (inverse of analysis)."""
+    @staticmethod
+    def _complex(Y: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """(B, 2K, F, T_pad) real channels -> (B, K, F, n_frames) complex."""
         B, C2, Fq, _ = Y.shape
         Y = Y[..., :n_frames].reshape(B, C2 // 2, 2, Fq, n_frames).permute(0, 1, 3, 4, 2)
-        Y = self.backward_transform(torch.view_as_complex(Y.contiguous()))
-        return self.istft(Y, length + self.pad_length(length))[..., :length]
+        return torch.view_as_complex(Y.contiguous())
+
+    def synthesis(self, Y: torch.Tensor, n_frames: int, length: int, mix_stft=None):
+        """(B, 2K, F, T_pad) real channels -> (B, K, length) waveforms (inverse of analysis;
+        for a mask output, ``mix_stft`` (B, 1, F, T) is the STFT the masks apply to)."""
+        K2 = 2 * self.n_sources
+        if self.output != "spectrum" and mix_stft is None:
+            raise ValueError(f"output={self.output!r} needs the mixture's STFT (mix_stft)")
+        S = 0
+        if self.output != "mask":
+            S = self.backward_transform(self._complex(Y[:, Y.shape[1] - K2 :], n_frames))
+        if self.output != "spectrum":
+            S = S + self._complex(Y[:, :K2], n_frames) * mix_stft
+        return self.istft(S, length + self.pad_length(length))[..., :length]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
         _check_inputs(x, t, mix, self.n_sources)
         L = x.shape[-1]
-        X, n_frames = self.analysis(torch.cat([x, mix], dim=1))
+        X, n_frames, S = self.analysis(torch.cat([x, mix], dim=1), raw=True)
         Y = self.backbone(X, t)
-        return self.synthesis(Y, n_frames, L)
+        return self.synthesis(Y, n_frames, L, S[:, -1:])
 
 
 class WaveformScoreModel(nn.Module):

@@ -8,12 +8,16 @@
   permutations) or ``prior_mismatch_fraction`` (the enhancement variant: the same
   mismatch steps with the target in the ordinary source order, by default for a
   fraction 1/N of the examples);
+- refinement steps (``refine_p``, our extension, off by default): ``x_t`` is built
+  around the network's own one-shot estimate from a prior draw instead of around
+  the true sources, and the target is the true sources in the best order;
 - the permutation-aware score-matching loss ``mean((L s + z_pi)**2)``.
 
 Every target noise has the one form ``z_pi = z + L^{-1}(base - mean_t(pi(x0)))``
 where ``x_t = base + L z``: ``base`` is the true mean ``mean_t(x0)`` on ordinary
-steps and the prior mean ``y / K`` on mismatch steps, so ``z_pi`` explains
-``x_t`` from the permuted sources in both cases.
+steps, the prior mean ``y / K`` on mismatch steps and ``mean_t(x0_hat)`` of the
+network's own estimate on refinement steps, so ``z_pi`` explains ``x_t`` from the
+permuted sources in every case.
 """
 
 import itertools
@@ -135,19 +139,44 @@ def mismatch_to_noise_ratio(sde, mean, mix, t):
 
 
 def draw_training_example(sde, x0, mix, *, t_eps, time_sampling, source_order, strategy,
-                          mismatch_p, pit_threshold=None, generator=None):
+                          mismatch_p, pit_threshold=None, generator=None, refine_p=0.0,
+                          estimate=None):
     """Draw ``(x_t, t)`` and everything the loss needs, as a dict.
 
     Keys: ``x_t``, ``t``, ``std`` (the opaque L of the marginal), ``z``, ``base``,
-    ``x0`` (ordered sources), ``use_pit`` (B,) bool, ``mismatch`` (B,) bool.
+    ``x0`` (ordered sources), ``use_pit`` (B,) bool, ``mismatch`` (B,) bool,
+    ``refine`` (B,) bool.
+
+    Refinement steps (probability ``refine_p``, drawn from the same uniform number as
+    the mismatch steps, so the two never coincide): ``estimate(x_T, t, mix)`` (no
+    gradient) gives the network's estimate of the sources from a draw ``x_T`` of the
+    mixture prior, and ``x_t = mean_t(estimate) + L(t) z`` at the ordinary time ``t``:
+    a state like those the reverse sampler meets after its first steps, where the
+    residual separation comes from the model's own guess, not from the true sources.
+    The loss asks for the true sources in the order closest to the guess (PIT).
     """
+    if refine_p and estimate is None:
+        raise ValueError("refine_p > 0 needs an estimate(x, t, mix) function")
+    if not 0.0 <= refine_p <= 1.0 - mismatch_p:
+        raise ValueError(f"refine_p must be in [0, 1 - mismatch_p = {1.0 - mismatch_p:g}], "
+                         f"got {refine_p}")
     b, device = x0.shape[0], x0.device
     x0 = order_sources(x0, source_order, generator)
     t = sample_time(sde, b, t_eps, time_sampling, device, generator)
-    mismatch = _rand((b,), device, generator) < mismatch_p
+    u = _rand((b,), device, generator)
+    mismatch = u < mismatch_p
+    refine = (u >= mismatch_p) & (u < mismatch_p + refine_p)
     t = torch.where(mismatch, torch.full_like(t, sde.T), t)
     mean, std = sde.marginal_prob(x0, t, mix)
     base = torch.where(mismatch[:, None, None], sde.prior_mean(mix), mean)
+    if bool(refine.any()):
+        idx = torch.nonzero(refine).flatten()
+        t_end = torch.full((idx.numel(),), float(sde.T), device=device)
+        x_end = sde.prior_sampling(x0[idx].shape, mix[idx], generator=generator)
+        with torch.no_grad():
+            guess = estimate(x_end, t_end, mix[idx]).detach()
+        base = base.clone()
+        base[idx] = sde.marginal_mean(guess, t[idx], mix[idx])
     z = torch.randn(x0.shape, device=device, generator=generator, dtype=x0.dtype)
     x_t = base + sde.mult_std(std, z)
 
@@ -159,8 +188,9 @@ def draw_training_example(sde, x0, mix, *, t_eps, time_sampling, source_order, s
             use_pit = use_pit & (ratio < pit_threshold)
     if strategy == "prior_mismatch_pit":
         use_pit = use_pit | mismatch
+    use_pit = use_pit | refine
     return dict(x_t=x_t, t=t, std=std, z=z, base=base, x0=x0, use_pit=use_pit,
-                mismatch=mismatch)
+                mismatch=mismatch, refine=refine)
 
 
 def best_permutations(sde, std_score, example, mix, mask=None):

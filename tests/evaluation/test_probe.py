@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.probe import format_probe, probe
+from evaluation.probe import format_probe, format_trajectory, probe, trajectory
 from models.diffsep import DiffSepModel, normalize
 from sdes import MixSDE
 from tests.training.fixtures import OracleScore, ToyMixtures
@@ -100,3 +100,35 @@ def test_segments_are_cut_in_order_and_scored_on_their_own():
     assert "segments of 500 samples" in format_probe(res)
     with pytest.raises(ValueError, match="segment lengths"):
         probe(model, mix, tgt, times=(0.5,), sampler_steps=(30,), segments=(1601,))
+
+
+@pytest.mark.parametrize("final_step", [False, True])
+def test_trajectory_of_the_exact_score(final_step):
+    """With the exact score every one-step estimate along the run is x0 itself, while the
+    states go from the prior (below the mixture) to the separated sources; the rows are
+    the prior draw and the N states after it, from T down to t_eps (the final Tweedie
+    step's t = 0 is the output, not a row)."""
+    model, mix, tgt = _setup(OracleScore)
+    model.sampler["final_step"] = final_step
+    res = trajectory(model, mix, tgt, N=6, seed=2)
+    ts = [r["t"] for r in res["rows"]]
+    assert len(ts) == 7 and ts[0] == pytest.approx(1.0) and ts[-1] == pytest.approx(model.t_eps)
+    assert ts == sorted(ts, reverse=True)
+    assert all(r["estimate"] > 60.0 for r in res["rows"]), res["rows"]
+    assert res["rows"][0]["state"] < 0.0 < 10.0 < res["rows"][-1]["state"]
+    assert res["final"] > (60.0 if final_step else 10.0)
+    assert "sampler output" in format_trajectory(res)
+
+
+def test_trajectory_is_seeded_and_starts_from_the_prior():
+    """The first state is the sampler's prior draw for that seed (scored here by hand)."""
+    from evaluation.metrics import pit_si_sdr, si_sdr
+
+    model, mix, tgt = _setup(ZeroScore)
+    a, b = trajectory(model, mix, tgt, N=3, seed=5), trajectory(model, mix, tgt, N=3, seed=5)
+    assert a == b and a != trajectory(model, mix, tgt, N=3, seed=6)
+    mix_n, tgt_n, _ = normalize(mix, tgt)
+    x_T = model.sde.prior_sampling(tgt_n.shape, mix_n, generator=torch.Generator().manual_seed(5))
+    base = si_sdr(mix_n.expand_as(tgt_n), tgt_n).mean(dim=1)
+    want = float((pit_si_sdr(x_T, tgt_n)[0].mean(dim=1) - base).mean())
+    assert a["rows"][0]["state"] == pytest.approx(want, abs=1e-4)

@@ -59,7 +59,15 @@ def test_enhancement_and_demo_values():
     assert demo.model.score_model.backbone.scale_by_sigma is False  # it outputs sources
     m = demo.model
     assert (m.parameterization, m.loss_weighting, m.score_skip_var) == ("data", "unit", 0.5)
-    instantiate(m)  # the combination passes the model's own checks
+    sm = m.score_model
+    assert (sm.output, sm.log_magnitude, sm.backbone.conv_channels) == ("mask+spectrum", True, 16)
+    # mismatch and refinement steps only: no ordinary step is left
+    assert (m.train_strategy, m.mismatch_p, m.refine_p) == ("prior_mismatch_pit", 0.5, 0.5)
+    module = instantiate(m)  # the combination passes the model's own checks
+    x = torch.randn(2, 2, 900)
+    gen = torch.Generator().manual_seed(0)
+    loss = module.compute_loss(x.sum(1, keepdim=True), x, generator=gen)
+    assert torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -24,6 +24,7 @@ STRATEGIES = [
      "model.source_order=fixed"],
     ["model.init_hack=5", "model.init_hack_p=0.5"],
     ["model.init_hack=4"],
+    ["model.train_strategy=prior_mismatch_pit", "model.mismatch_p=0.5", "model.refine_p=0.5"],
 ]
 
 

@@ -246,3 +246,85 @@ def test_mask_excludes_padding():
     torch.testing.assert_close(score_matching_loss(sde, score2, ex, y, mask), a)
     sq = (sde.mult_std(ex["std"], score) + ex["z"]).pow(2)
     torch.testing.assert_close(a[0], sq[0, :, :25].mean())
+
+
+# ---- refinement steps ----------------------------------------------------------------
+class _Recorder:
+    """An ``estimate(x, t, mix)`` that returns ``make(x, t, mix)`` and keeps its inputs."""
+
+    def __init__(self, make):
+        self.make, self.calls = make, []
+
+    def __call__(self, x, t, mix):
+        self.calls.append((x.clone(), t.clone(), mix.clone()))
+        return self.make(x, t, mix)
+
+
+def _refine_example(estimate, x0, mismatch_p=0.0, refine_p=1.0, seed=7, order="random"):
+    sde = mix_sde(x0.shape[1])
+    return sde, draw_training_example(
+        sde, x0, x0.sum(1, keepdim=True), t_eps=0.03, time_sampling="uniform",
+        source_order=order, strategy="prior_mismatch_pit", mismatch_p=mismatch_p,
+        generator=torch.Generator().manual_seed(seed), refine_p=refine_p, estimate=estimate)
+
+
+def test_refinement_around_a_mixture_like_guess_is_the_prior_at_time_t():
+    """A guess that does not separate (every estimate y / K) has no trace to leave:
+    x_t = y / K + L(t) z at the ordinary t, and the guess saw a prior draw at t = T."""
+    x0 = torch.randn(5, 3, 2000, generator=torch.Generator().manual_seed(1))
+    y = x0.sum(1, keepdim=True)
+    rec = _Recorder(lambda x, t, mix: mix.expand_as(x) / 3)
+    sde, ex = _refine_example(rec, x0)
+    assert ex["refine"].all() and not ex["mismatch"].any() and ex["use_pit"].all()
+    assert torch.all(ex["t"] < 1.0)
+    lam1, lam2 = (torch.tensor([lams(float(t))[i] for t in ex["t"]], dtype=torch.float64)
+                  [:, None, None] for i in (0, 1))
+    pz = ex["z"].mean(1, keepdim=True).double()
+    want = y / 3 + lam1.sqrt() * pz + lam2.sqrt() * (ex["z"].double() - pz)
+    torch.testing.assert_close(ex["x_t"].double(), want, rtol=1e-5, atol=1e-5)
+    (x_end, t_end, mix_seen), = rec.calls
+    assert torch.all(t_end == 1.0) and torch.equal(mix_seen, y)
+    # the guess's input is a draw of the mixture prior: its sum over sources is y plus
+    # noise of variance K lam1(T) per sample, and no trace of the sources is left in it
+    lam1_t, _ = lams(1.0)
+    resid = x_end.sum(1) - y[:, 0]
+    assert abs(float(resid.var()) / (3 * lam1_t) - 1) < 0.05  # 10k samples: sd 0.014
+
+
+def test_refinement_around_the_true_sources_is_an_ordinary_step():
+    """A guess equal to the (shuffled) true sources puts x_t where an ordinary step
+    would, and PIT finds the order back: the oracle score has zero loss."""
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(4, 2, 64, generator=g)
+    swap = lambda x: x[:, [1, 0]]  # noqa: E731  the guess comes in the other order
+    sde, ex = _refine_example(_Recorder(lambda x, t, mix: swap(x0)), x0, order="fixed")
+    mean = sde.marginal_mean(swap(x0), ex["t"], x0.sum(1, keepdim=True))
+    torch.testing.assert_close(ex["base"], mean)
+    y = x0.sum(1, keepdim=True)
+    mean_swapped, std = sde.marginal_prob(swap(x0), ex["t"], y)
+    oracle = -sde.mult_std_inv(std, sde.mult_std_inv(std, ex["x_t"] - mean_swapped))
+    loss = score_matching_loss(sde, oracle, ex, y)
+    assert float(loss.max()) < 1e-9
+
+
+def test_refinement_frequency_and_arguments():
+    x0 = torch.randn(4000, 2, 4, generator=torch.Generator().manual_seed(3))
+    rec = _Recorder(lambda x, t, mix: x)
+    _, ex = _refine_example(rec, x0, mismatch_p=0.3, refine_p=0.5)
+    n = 4000
+    for key, p in (("mismatch", 0.3), ("refine", 0.5)):
+        frac = ex[key].float().mean().item()
+        assert abs(frac - p) < 4 * math.sqrt(p * (1 - p) / n), key
+    assert not (ex["mismatch"] & ex["refine"]).any()
+    assert rec.calls[0][0].shape[0] == int(ex["refine"].sum())
+    # refine_p = 0 draws exactly what the paper's strategy draws
+    _, a = _refine_example(None, x0, mismatch_p=0.3, refine_p=0.0)
+    b = draw_training_example(mix_sde(), x0, x0.sum(1, keepdim=True), t_eps=0.03,
+                              time_sampling="uniform", source_order="random",
+                              strategy="prior_mismatch_pit", mismatch_p=0.3,
+                              generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a["x_t"], b["x_t"]) and torch.equal(a["t"], b["t"])
+    with pytest.raises(ValueError, match="needs an estimate"):
+        _refine_example(None, x0, refine_p=0.2)
+    with pytest.raises(ValueError, match="refine_p must be in"):
+        _refine_example(rec, x0, mismatch_p=0.6, refine_p=0.5)
