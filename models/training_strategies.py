@@ -175,7 +175,6 @@ def draw_training_example(sde, x0, mix, *, t_eps, time_sampling, source_order, s
         x_end = sde.prior_sampling(x0[idx].shape, mix[idx], generator=generator)
         with torch.no_grad():
             guess = estimate(x_end, t_end, mix[idx]).detach()
-        base = base.clone()
         base[idx] = sde.marginal_mean(guess, t[idx], mix[idx])
     z = torch.randn(x0.shape, device=device, generator=generator, dtype=x0.dtype)
     x_t = base + sde.mult_std(std, z)
