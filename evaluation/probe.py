@@ -8,7 +8,7 @@ the two. This probe scores them apart, on references the model was not trained o
 
 - ``tweedie``: forward-noise the normalised references to ``x_t`` (the training
   distribution) and score the one-step estimate ``E[x0 | x_t]`` (Tweedie's formula,
-  ``sde.tweedie``) from the model's score, for a grid of t;
+  ``model.one_step_estimate``) from the model's score, for a grid of t;
 - ``x_t``: the same states scored as they are (what the noise alone leaves);
 - ``prior``: Tweedie's estimate at t = T from a draw of the mixture prior, i.e. the
   one-shot separation the paper's mismatch steps train;
@@ -81,12 +81,11 @@ def probe(model, mix, tgt, times=DEFAULT_TIMES, sampler_steps=(), segments=(), s
         tt = torch.full((b,), float(t), device=mix.device)
         z = torch.randn(tgt_n.shape, generator=gen, device=mix.device, dtype=tgt_n.dtype)
         x_t, _, _ = sde.perturb(tgt_n, tt, mix_n, z=z)
-        x0 = sde.tweedie(x_t, tt, mix_n, model.score(x_t, tt, mix_n))
+        x0 = model.one_step_estimate(x_t, tt, mix_n)
         rows.append(dict(t=float(t), tweedie=_sdri(x0, tgt_n, base), x_t=_sdri(x_t, tgt_n, base)))
     t_end = torch.full((b,), float(sde.T), device=mix.device)
     x_end = sde.prior_sampling(tgt_n.shape, mix_n, generator=gen)
-    prior = _sdri(sde.tweedie(x_end, t_end, mix_n, model.score(x_end, t_end, mix_n)),
-                  tgt_n, base)
+    prior = _sdri(model.one_step_estimate(x_end, t_end, mix_n), tgt_n, base)
     cuts = {}  # length -> (segment mixtures, references, their mixture SI-SDR)
     for length in map(int, segments):
         seg_mix, seg_tgt = _segments(mix, length), _segments(tgt, length)

@@ -14,6 +14,7 @@ from models.tb_logging import log_separation_example, tensorboard_writer
 from models.training_strategies import (
     SOURCE_ORDERS,
     TIME_SAMPLINGS,
+    check_refine_p,
     draw_training_example,
     resolve_train_strategy,
     score_matching_loss,
@@ -179,9 +180,7 @@ class DiffSepModel(pl.LightningModule):
             raise ValueError(f"mismatch_weight must be > 0, got {mismatch_weight}")
         self.mismatch_weight = float(mismatch_weight)
         self.refine_p = float(refine_p or 0.0)
-        if not 0.0 <= self.refine_p <= 1.0 - self.mismatch_p:
-            raise ValueError(f"refine_p must be in [0, 1 - mismatch_p = "
-                             f"{1.0 - self.mismatch_p:g}], got {refine_p}")
+        check_refine_p(self.refine_p, self.mismatch_p)  # at build time, not at the first step
         self.ema = EMA(self.score_model, ema_decay, ema_warmup)
         self._warmup_base_lr = None
         self._audio_logged = 0

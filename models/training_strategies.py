@@ -71,6 +71,13 @@ def resolve_train_strategy(train_strategy="standard", mismatch_p=None, init_hack
     return train_strategy, float(mismatch_p)
 
 
+def check_refine_p(refine_p, mismatch_p):
+    """Refinement and mismatch steps share one uniform draw: ``refine_p <= 1 - mismatch_p``."""
+    if not 0.0 <= refine_p <= 1.0 - mismatch_p:
+        raise ValueError(f"refine_p must be in [0, 1 - mismatch_p = {1.0 - mismatch_p:g}], "
+                         f"got {refine_p}")
+
+
 def _rand(shape, device, generator):
     return torch.rand(shape, device=device, generator=generator)
 
@@ -157,9 +164,7 @@ def draw_training_example(sde, x0, mix, *, t_eps, time_sampling, source_order, s
     """
     if refine_p and estimate is None:
         raise ValueError("refine_p > 0 needs an estimate(x, t, mix) function")
-    if not 0.0 <= refine_p <= 1.0 - mismatch_p:
-        raise ValueError(f"refine_p must be in [0, 1 - mismatch_p = {1.0 - mismatch_p:g}], "
-                         f"got {refine_p}")
+    check_refine_p(refine_p, mismatch_p)
     b, device = x0.shape[0], x0.device
     x0 = order_sources(x0, source_order, generator)
     t = sample_time(sde, b, t_eps, time_sampling, device, generator)
