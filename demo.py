@@ -1,7 +1,11 @@
-"""The whole pipeline on the generated speech corpus, on CPU: ``make demo``.
+"""The shipped model on recorded voices, then the whole pipeline on CPU: ``make demo``.
 
     python -m demo [--minutes 20] [--eval-items 10] [--threads N] [--out demo_out]
+                   [--no-train]
 
+0. separate the example mixtures shipped in ``pretrained/examples`` (recorded voices of
+   held-out speakers) with the shipped model (``python separate.py``, no ``--model``) and
+   score them against their references: under a minute, before any training;
 1. generate the offline 2-speaker corpus in the WSJ0-2mix layout
    (``python -m datasets.synth speech``), unless it is already there;
 2. train the demo DiffSep model (``python train.py experiment=demo``) for a
@@ -31,6 +35,7 @@ REPO = Path(__file__).resolve().parent
 CORPUS = Path("data/synth/wsj0_mix")
 SPLIT_DIR = CORPUS / "2speakers" / "wav8k" / "min"
 CORPUS_SIZES = {"tr": 1000, "cv": 50, "tt": 50}
+EXAMPLES = REPO / "pretrained" / "examples"
 METRICS = (("si_sdr", "SI-SDR dB"), ("si_sdr_improvement", "SI-SDRi dB"), ("pesq", "PESQ nb"),
            ("estoi", "ESTOI"))
 
@@ -99,6 +104,55 @@ def fmt(entry):
     return f"{entry['mean']:.2f}"
 
 
+def score_examples(separated, examples=EXAMPLES):
+    """Mean scores of the mixture and of the separated files against the references."""
+    import numpy as np
+    import soundfile as sf
+
+    from evaluation.metrics import score_item
+
+    rows = {"unprocessed mixture": [], "DiffSep (shipped model)": []}
+    names = sorted(p.stem for p in (examples / "mix").glob("*.wav"))
+    for name in names:
+        mix, fs = sf.read(examples / "mix" / f"{name}.wav")
+        ref = np.stack([sf.read(examples / s / f"{name}.wav")[0] for s in ("s1", "s2")])
+        est = np.stack([sf.read(separated / s / f"{name}.wav")[0] for s in ("s1", "s2")])
+        rows["unprocessed mixture"].append(score_item(np.stack([mix, mix]), ref, mix, fs, "nb"))
+        rows["DiffSep (shipped model)"].append(score_item(est, ref, mix, fs, "nb"))
+    table = {}
+    for row, recs in rows.items():
+        table[row] = {key: {"mean": float(np.mean([v for r in recs for v in r[key]
+                                                   if v is not None]))}
+                      for key, _ in METRICS}  # fmt: skip
+    return len(names), table
+
+
+def print_table(rows):
+    print(f"{'':26s}" + "".join(f"{label:>12s}" for _, label in METRICS))
+    for name, metrics in rows:
+        row = "".join(f"{fmt(metrics.get(key)):>12s}" for key, _ in METRICS)
+        print(f"{name:26s}{row}")
+
+
+def shipped_model_step(py, out):
+    """Step 0: the shipped model on the shipped recorded-voice examples."""
+    from models.pretrained import DEFAULT_MODEL, pretrained_path
+
+    print("== 0 the shipped model: two recorded speakers it never heard, 8 kHz ==")
+    if not pretrained_path(DEFAULT_MODEL).is_file():
+        print(f"no shipped model at {pretrained_path(DEFAULT_MODEL)}; skipped")
+        return
+    t0 = time.time()
+    separated = out / "pretrained"
+    if separated.exists():
+        shutil.rmtree(separated)
+    run([py, "separate.py", EXAMPLES / "mix", separated])
+    n, table = score_examples(separated)
+    print(f"\n{n} example mixtures ({EXAMPLES / 'mix'}), separated in {time.time() - t0:.0f} s:")
+    print_table(table.items())
+    print(f"separated audio {separated}/  (s1/, s2/ per input; references in {EXAMPLES})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=float(os.environ.get("DEMO_MINUTES", 20)),
@@ -111,6 +165,8 @@ def main():
                     help="torch CPU threads for training (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
+    ap.add_argument("--no-train", action="store_true",
+                    help="only step 0: the shipped model on the shipped examples")
     args = ap.parse_args()
     py = sys.executable
     t0 = time.time()
@@ -118,8 +174,11 @@ def main():
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    shipped_model_step(py, out)
+    if args.no_train:
+        return
 
-    print("== 1/4 corpus: generated 2-speaker mixtures, WSJ0-2mix layout, 8 kHz, min ==")
+    print("\n== 1/4 corpus: generated 2-speaker mixtures, WSJ0-2mix layout, 8 kHz, min ==")
     if corpus_ready():
         print(f"found {SPLIT_DIR} (delete it to regenerate)")
     else:
@@ -161,10 +220,8 @@ def main():
     mix_path, mix = summary_of(results / "mixture")
     print(f"\n== demo results: {model['n_ok']} test mixtures, "
           f"{time.time() - t0:.0f} s in all ==")
-    print(f"{'':22s}" + "".join(f"{label:>12s}" for _, label in METRICS))
-    for name, summary in (("unprocessed mixture", mix), ("DiffSep (demo model)", model)):
-        row = "".join(f"{fmt(summary['metrics'].get(key)):>12s}" for key, _ in METRICS)
-        print(f"{name:22s}{row}")
+    print_table([("unprocessed mixture", mix["metrics"]),
+                 ("DiffSep (demo model)", model["metrics"])])
     print(f"\ncheckpoint      {ckpt}")
     print(f"scores          {model_path.parent}/ and {mix_path.parent}/")
     print(f"separated audio {out / 'separated'}/  (s1/, s2/ per input)")

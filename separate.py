@@ -1,9 +1,11 @@
-"""Separate your own recordings with a trained DiffSep checkpoint.
+"""Separate your own recordings with the shipped model or a trained DiffSep checkpoint.
 
-    python separate.py INPUT OUTPUT_DIR --model CKPT [options]
+    python separate.py INPUT OUTPUT_DIR [--model CKPT_OR_NAME] [options]
 
-INPUT is an audio file (wav/flac/ogg) or a folder of them. Each input gives one file
-per source, named by ``--filename``. The default follows the model: labelled stems (a
+Without ``--model`` the shipped two-speaker model (``pretrained/speech-2spk-8k.ckpt``,
+see docs/model-card-speech-2spk-8k.md) separates the input. INPUT is an audio file
+(wav/flac/ogg) or a folder of them. Each input gives one file per source, named by
+``--filename``. The default follows the model: labelled stems (a
 music model trained with the fixed stem order) go to ``{track}/{source}.wav``, e.g.
 ``OUTPUT_DIR/<name>/drums.wav, bass.wav, other.wav, vocals.wav``; unlabelled sources
 (speakers, or a model trained with PIT) to ``{source}/{track}.wav``, e.g.
@@ -29,6 +31,7 @@ from evaluation.separator import (
     collect_inputs,
     default_device,
 )
+from models.pretrained import DEFAULT_MODEL, PRETRAINED, resolve_model
 from sdes.sampling import CORRECTORS, PREDICTORS, SCHEDULES
 
 
@@ -55,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", type=Path, help="audio file or folder of audio files")
     p.add_argument("output", type=Path, help="output folder")
-    p.add_argument("--model", type=Path, help="checkpoint of a trained model (required)")
+    p.add_argument(
+        "--model", default=None,
+        help="checkpoint of a trained model, or the name of a shipped model "
+        f"({', '.join(PRETRAINED)}; default {DEFAULT_MODEL})",
+    )  # fmt: skip
     p.add_argument("-r", "--recursive", action="store_true", help="search sub-folders")
     p.add_argument(
         "--filename", default=None,
@@ -93,13 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.model is None:
-        parser.error(
-            "--model CKPT is required: there is no downloadable pretrained model; "
-            "train one with train.py and pass its checkpoint"
-        )
-    if not args.model.is_file():
-        parser.error(f"checkpoint not found: {args.model}")
+    try:
+        model_path = resolve_model(args.model)
+    except FileNotFoundError as e:
+        parser.error(str(e))
     try:
         inputs = collect_inputs(args.input, args.recursive, exclude=args.output)
     except FileNotFoundError as e:
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
     sampler.update(schedule=args.schedule, predictor=args.predictor, corrector=args.corrector)
     try:
         separator = Separator(
-            load_model(args.model, device),
+            load_model(model_path, device),
             segment=args.segment, overlap=args.overlap, batch_size=args.batch_size,
             mono=args.mono, rematch=args.rematch, rescale=args.rescale, seed=args.seed,
             device=device, progress=True, **sampler,

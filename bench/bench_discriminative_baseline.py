@@ -28,17 +28,36 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evaluation.metrics import pit_si_sdr, si_sdr  # noqa: E402
 from models.diffsep import denormalize, normalize  # noqa: E402
+from models.loading import MODEL_TARGETS, check_targets  # noqa: E402
 
 
-def demo_config(overrides=()):
+def demo_config(overrides=(), experiment="demo"):
     with initialize_config_dir(config_dir=str(REPO / "config"), version_base="1.3"):
-        return compose(config_name="config", overrides=["experiment=demo", *overrides])
+        return compose(config_name="config", overrides=[f"experiment={experiment}", *overrides])
+
+
+def save_one_shot(path, net, cfg):
+    """The trained separator and its run config, loadable with weights_only=True."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": OmegaConf.to_container(cfg, resolve=True),
+                "state_dict": net.state_dict()}, path)
+
+
+def load_one_shot(path):
+    """(net, sde, config dict) of a file written by :func:`save_one_shot`."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    check_targets(ckpt["config"]["model"], MODEL_TARGETS, path)
+    model = instantiate(OmegaConf.create(ckpt["config"]).model)
+    model.score_model.load_state_dict(ckpt["state_dict"])
+    return model.score_model.eval(), model.sde, ckpt["config"]
 
 
 def one_shot(net, sde, mix_n):
@@ -94,12 +113,15 @@ def main(argv=None):
     ap.add_argument("--loss", choices=sorted(LOSSES), default="si-sdr",
                     help="negative PIT SI-SDR (default), PIT MSE, or MSE loudest first")
     ap.add_argument("--out", type=Path, default=None, help="write the curve here (JSON)")
+    ap.add_argument("--experiment", default="demo", help="experiment config (default demo)")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="write the trained separator here (bench_pretrained.py --baseline)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides of the demo config")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = demo_config(args.overrides)
+    cfg = demo_config(args.overrides, args.experiment)
     torch.manual_seed(int(cfg.seed))
     dm = instantiate(cfg.datamodule)
     dm.setup("fit")
@@ -148,6 +170,9 @@ def main(argv=None):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(dict(steps=step, steps_per_s=step / elapsed,
                                             curve=curve), indent=1))
+    if args.save:
+        save_one_shot(args.save, net, cfg)
+        print(f"wrote {args.save}")
 
 
 if __name__ == "__main__":

@@ -66,11 +66,9 @@ def prior_mean_sdr(root, n_sources=len(STEMS)):
 
 def steps_done(run_dir):
     """Optimizer steps of the training run, from its last.ckpt."""
-    import torch
+    from models.loading import read_checkpoint
 
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
-    return int(ckpt["global_step"])
+    return int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"])
 
 
 def main():

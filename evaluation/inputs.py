@@ -9,7 +9,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from evaluation.runner import CONFIG_SPLITS, LIBRI_SPLITS, NO_PROC, MixtureBaseline
-from models.loading import CONFIG_KEY, read_checkpoint
+from models.loading import (
+    CONFIG_KEY,
+    DATA_TARGETS,
+    UnsafeCheckpoint,
+    check_targets,
+    read_checkpoint,
+)
 
 
 class EvaluationInputError(RuntimeError):
@@ -78,6 +84,10 @@ def build_dataset(separator, split, libri_root="data/LibriMix"):
         node = separator.config.get("datamodule", {}).get(split) if separator.config else None
         if node is None:
             raise EvaluationInputError(f"the config has no datamodule.{split} dataset")
+        try:
+            check_targets(node, DATA_TARGETS, "the checkpoint's config", f"datamodule.{split}")
+        except UnsafeCheckpoint as e:
+            raise EvaluationInputError(str(e)) from e
         try:
             dataset = instantiate(node)
         except Exception as e:  # Hydra wraps the loader's error; keep its message

@@ -4,13 +4,56 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONFIG_KEY = "diffsep_config"
+
+# The only callables a checkpoint's config may name: the project's own model, network and
+# SDE classes, and the optimizers and schedulers its configs use. Hydra would otherwise call
+# any importable function a crafted checkpoint names (e.g. one that writes files).
+MODEL_TARGETS = frozenset({
+    "models.diffsep.DiffSepModel",
+    "models.score_model.STFTScoreModel", "models.score_model.WaveformScoreModel",
+    "models.ncsnpp.NCSNpp", "models.frame_rnn.FrameBLSTM", "models.cdiffuse.CDiffuse",
+    "sdes.MixSDE", "sdes.PriorMixSDE", "sdes.OUVESDE",
+    "sdes.mix.MixSDE", "sdes.mix.PriorMixSDE", "sdes.ouve.OUVESDE",
+    "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD",
+    "torch.optim.lr_scheduler.StepLR", "torch.optim.lr_scheduler.MultiStepLR",
+    "torch.optim.lr_scheduler.ExponentialLR", "torch.optim.lr_scheduler.CosineAnnealingLR",
+})  # fmt: skip
+# ... and the datasets that evaluation rebuilds from a checkpoint's datamodule config.
+DATA_TARGETS = frozenset({
+    "datasets.wsj0_mix.WSJ0Mix", "datasets.librimix.LibriMix",
+    "datasets.vctk_demand.VCTKDemand", "datasets.musdb.MUSDB18HQ",
+    "datasets.dynamic_mix.DynamicMix",
+})  # fmt: skip
 
 
 class NotADiffSepCheckpoint(ValueError):
     """The file is not a checkpoint written by this project's train.py."""
+
+
+class UnsafeCheckpoint(NotADiffSepCheckpoint):
+    """The checkpoint's config names a callable outside the allowlist."""
+
+
+def check_targets(node, allowed, source, prefix="") -> None:
+    """Refuse every `_target_` in the config `node` (at `prefix`) that is not in `allowed`."""
+    if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    stack = [(prefix, node)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            target = value.get("_target_")
+            if target is not None and target not in allowed:
+                raise UnsafeCheckpoint(
+                    f"{source}: refusing to build {path or 'the config'}: its _target_ "
+                    f"{target!r} is not one of this project's classes. Only checkpoints "
+                    "written by train.py (or a trusted source) can be loaded.")
+            stack += [(f"{path}.{k}" if path else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{path}[{i}]", v) for i, v in enumerate(value)]
 
 
 def read_checkpoint(ckpt_path, device="cpu"):
@@ -39,6 +82,7 @@ def load_model(ckpt_path, device="cpu"):
     """
     ckpt = read_checkpoint(ckpt_path, device="cpu")
     config = OmegaConf.create(ckpt[CONFIG_KEY])
+    check_targets(config.get("model"), MODEL_TARGETS, ckpt_path, "model")
     model = instantiate(config.model)
     model.load_state_dict(ckpt["state_dict"])
     if "ema" in ckpt:

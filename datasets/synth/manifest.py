@@ -41,10 +41,12 @@ def write_manifest(root: str | Path, manifest: dict) -> Path:
     return path
 
 
-def prepare_root(root: str | Path, params: dict, overwrite: bool) -> dict | None:
+def prepare_root(
+    root: str | Path, params: dict, overwrite: bool, generator: str = GENERATOR
+) -> dict | None:
     """Check that `root` may receive a corpus made with `params`.
 
-    Returns the previous manifest when it was made with the same parameters
+    Returns the previous manifest when `generator` made it with the same parameters
     (files are then reused), None for a fresh folder (where a stub manifest with
     the parameters is written). A folder made with other
     parameters is removed only with `overwrite`; a non-empty folder without our
@@ -53,7 +55,7 @@ def prepare_root(root: str | Path, params: dict, overwrite: bool) -> dict | None
     root = Path(root)
     params = json.loads(json.dumps(params))  # compare as stored (tuples become lists)
     old = read_manifest(root)
-    if old is not None and old.get("generator") == GENERATOR:
+    if old is not None and old.get("generator") == generator:
         if old.get("params") == params:
             return old
         if not overwrite:
@@ -66,5 +68,5 @@ def prepare_root(root: str | Path, params: dict, overwrite: bool) -> dict | None
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise FileExistsError(f"{root} is not empty and has no {MANIFEST}; use --overwrite")
     # A stub first: an interrupted run can then be resumed with the same parameters.
-    write_manifest(root, {"generator": GENERATOR, "params": params, "status": "incomplete"})
+    write_manifest(root, {"generator": generator, "params": params, "status": "incomplete"})
     return None

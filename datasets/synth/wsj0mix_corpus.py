@@ -65,6 +65,31 @@ def item_paths(root: str | Path, fs: int, cut: str, split: str, n_spkr: int, nam
     return {d: base / d / f"{name}.wav" for d in folders}
 
 
+def write_mixture(paths: dict, audio: list[dict], levels_db, fs_list, cuts) -> None:
+    """Write one mixture and its sources at every rate and cut (LEVEL_CONVENTION).
+
+    `paths[(fs, cut)]` is `item_paths(...)` of that rate and cut; `audio[k][fs]` is
+    source k at rate fs with unit RMS; `levels_db[k]` its level relative to -25 dBFS.
+    """
+    n_spkr = len(audio)
+    for fs in fs_list:
+        lengths = [a[fs].size for a in audio]
+        srcs = np.zeros((n_spkr, max(lengths)))
+        for k, (a, lvl) in enumerate(zip(audio, levels_db)):
+            srcs[k, : lengths[k]] = a[fs] * 10 ** ((TARGET_DB + lvl) / 20)
+        peak = max(np.abs(srcs).max(), np.abs(srcs.sum(0)).max())
+        srcs = (srcs * min(1.0, PEAK / peak)).astype(np.float32)
+        mix = srcs[0].copy()
+        for k in range(1, n_spkr):
+            mix += srcs[k]  # float32 sum in file order: the loader's sum matches
+        for cut in cuts:
+            n = min(lengths) if cut == "min" else max(lengths)
+            p = paths[(fs, cut)]
+            for k in range(n_spkr):
+                write_wav(p[f"s{k + 1}"], srcs[k, :n], fs)
+            write_wav(p["mix"], mix[:n], fs)  # last: a complete item has its mixture
+
+
 def make_item(opts: MixOptions, key: tuple[str, int]) -> dict:
     """Render and write one mixture at every rate and cut; returns its metadata."""
     split, index = key
@@ -81,22 +106,7 @@ def make_item(opts: MixOptions, key: tuple[str, int]) -> dict:
     audio = [
         render_utterance(u, opts.fs, opts.max_seconds, opts.backend) for u in plan["utterances"]
     ]
-    for fs in opts.fs:
-        lengths = [a[fs].size for a in audio]
-        srcs = np.zeros((opts.n_spkr, max(lengths)))
-        for k, (a, lvl) in enumerate(zip(audio, plan["levels_db"])):
-            srcs[k, : lengths[k]] = a[fs] * 10 ** ((TARGET_DB + lvl) / 20)
-        peak = max(np.abs(srcs).max(), np.abs(srcs.sum(0)).max())
-        srcs = (srcs * min(1.0, PEAK / peak)).astype(np.float32)
-        mix = srcs[0].copy()
-        for k in range(1, opts.n_spkr):
-            mix += srcs[k]  # float32 sum in file order: the loader's sum matches
-        for cut in opts.cuts:
-            n = min(lengths) if cut == "min" else max(lengths)
-            p = paths[(fs, cut)]
-            for k in range(opts.n_spkr):
-                write_wav(p[f"s{k + 1}"], srcs[k, :n], fs)
-            write_wav(p["mix"], mix[:n], fs)  # last: a complete item has its mixture
+    write_mixture(paths, audio, plan["levels_db"], opts.fs, opts.cuts)
     return meta
 
 

@@ -186,9 +186,33 @@ def test_failure_midway_leaves_no_partial_files(tmp_path):
 
 def test_missing_model_is_explained(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
+        separate.main([str(tmp_path), str(tmp_path / "out"), "--model", str(tmp_path / "x.ckpt")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and "speech-2spk-8k" in err
+
+
+def test_missing_shipped_model_is_explained(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("models.pretrained.PRETRAINED_DIR", tmp_path / "nowhere")
+    with pytest.raises(SystemExit) as e:
         separate.main([str(tmp_path), str(tmp_path / "out")])
     assert e.value.code == 2
-    assert "no downloadable pretrained model" in capsys.readouterr().err
+    assert "the shipped model 'speech-2spk-8k' is missing" in capsys.readouterr().err
+
+
+def test_without_model_the_shipped_model_separates(tmp_path, monkeypatch):
+    from models.pretrained import DEFAULT_MODEL, pretrained_path
+
+    fake = tmp_path / "pretrained"
+    fake.mkdir()
+    (fake / f"{DEFAULT_MODEL}.ckpt").write_bytes(b"stand-in")
+    monkeypatch.setattr("models.pretrained.PRETRAINED_DIR", fake)
+    loaded = []
+    monkeypatch.setattr(separate, "load_model", lambda p, d: loaded.append(p) or FakeModel())
+    sf.write(tmp_path / "a.wav", tones(16000, 0.5, 1), 16000)
+    assert separate.main([str(tmp_path / "a.wav"), str(tmp_path / "out")]) == 0
+    assert loaded == [pretrained_path(DEFAULT_MODEL)] == [fake / f"{DEFAULT_MODEL}.ckpt"]
+    assert sf.info(tmp_path / "out" / "s1" / "a.wav").samplerate == 16000
 
 
 @pytest.mark.parametrize(
@@ -259,29 +283,6 @@ def test_ten_minute_file_in_bounded_memory(tmp_path):
     s1 = sf.read(tmp_path / "out" / "s1" / "long.wav", dtype="float32")[0]
     x = sf.read(tmp_path / "long.wav", dtype="float32")[0]
     assert s1.shape == x.shape and np.abs(s1 - x).max() < 1e-5
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """A checkpoint as train.py writes it (resolved config + weights), random weights."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    overrides = ["+model=tiny", "+n_speakers=2", "+fs=8000", "+name=tinysep"]
-    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name=None, overrides=overrides), resolve=True)
-    torch.manual_seed(0)
-    model = instantiate(OmegaConf.create(cfg).model)
-    with torch.no_grad():  # untrained output layers are ~0: make the output depend on weights
-        for p in model.score_model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save(
-        {"state_dict": model.state_dict(), "ema": model.ema.state_dict(), "diffsep_config": cfg},
-        path,
-    )
-    return path
 
 
 @pytest.mark.slow

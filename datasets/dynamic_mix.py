@@ -1,0 +1,96 @@
+"""Dynamic mixing: new mixtures of a corpus's own sources at every draw.
+
+A fixed corpus pairs each recording with one or two partners; a model trained on it
+sees a few thousand mixtures many times. `DynamicMix` draws, for every training
+example, K source files from K different items (source slots at random), a random
+crop of each, and new relative levels, and sums them: the same recordings, far more
+mixtures (as in Zeghidour and Grangier's Wavesplit, 2021). Speakers of one example are
+distinct whenever the file names tell the speakers (`speakers_in_name`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datasets.audio import audio_info, check_info, fit_length, random_start, read_audio, to_item
+from datasets.wsj0_mix import ParallelFolderMix
+
+
+def speakers_in_name(name: str) -> list[str]:
+    """Speaker ids of a WSJ0-style item name `<utt1>_<lvl1>_<utt2>_<lvl2>[...]`.
+
+    An utterance id `<speaker>-<rest>` (this project's corpora) gives `<speaker>`; a WSJ0
+    utterance id (`01aa010b`) gives its first three characters, the WSJ0 speaker code.
+    """
+    utts = name.split("_")[0::2]
+    return [u.split("-")[0] if "-" in u else u[:3] for u in utts]
+
+
+class DynamicMix(Dataset):
+    """Examples (mix (1, L), sources (K, L)) remixed on the fly from `corpus`.
+
+    `corpus` is a parallel-folder corpus (WSJ0Mix, LibriMix) whose `max_len_s` sets the
+    crop. Each source is brought to unit RMS over its crop, then to a level in dB: 0 for
+    source 1 and U(-`max_rel_db`, 0) for the others (the WSJ0-mix recipe), and the whole
+    example by a common gain U(`gain_db`). `p` is the probability of a remix; otherwise
+    the corpus's own item is returned. Random draws use torch's RNG, seeded per worker.
+    """
+
+    def __init__(self, corpus: ParallelFolderMix, p: float = 1.0, max_rel_db: float = 5.0,
+                 gain_db: tuple[float, float] = (-3.0, 3.0), max_tries: int = 20):  # fmt: skip
+        if corpus.crop is None:
+            raise ValueError("DynamicMix needs a corpus with max_len_s (the crop length)")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.corpus = corpus
+        self.fs, self.n_sources = corpus.fs, corpus.n_sources
+        self.source_names = corpus.source_names
+        self.p, self.max_rel_db = float(p), float(max_rel_db)
+        self.gain_db = (float(gain_db[0]), float(gain_db[1]))
+        self.max_tries = int(max_tries)
+        self.speakers = [speakers_in_name(n) for n in corpus.names]
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def _uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(()))
+
+    def draw_sources(self, idx: int) -> list[tuple[int, int]]:
+        """(item, source slot) of each source: item `idx` first, then distinct speakers."""
+        n = len(self.corpus)
+        picks = [(idx, int(torch.randint(self.n_sources, ())))]
+        used = {self.speakers[idx][picks[0][1]]}
+        for _ in range(self.n_sources - 1):
+            for _ in range(self.max_tries):
+                item, slot = int(torch.randint(n, ())), int(torch.randint(self.n_sources, ()))
+                spk = self.speakers[item][slot]
+                if spk not in used:
+                    break
+            picks.append((item, slot))
+            used.add(spk)
+        return picks
+
+    def read_crop(self, item: int, slot: int) -> np.ndarray:
+        path = self.corpus.paths(item)[1 + slot]
+        info = audio_info(path)
+        check_info(path, info, fs=self.fs, channels=1)
+        crop = self.corpus.crop
+        start = random_start(info.frames, crop)
+        x = read_audio(path, start, min(info.frames, start + crop))[0]
+        return fit_length(x, crop).astype(np.float64)
+
+    def __getitem__(self, idx: int):
+        if float(torch.rand(())) >= self.p:
+            return self.corpus[idx]
+        srcs = np.stack([self.read_crop(i, s) for i, s in self.draw_sources(idx)])
+        rms = np.sqrt(np.mean(srcs**2, axis=1, keepdims=True))
+        levels = [0.0] + [-self._uniform(0.0, self.max_rel_db) for _ in srcs[1:]]
+        gains = 10 ** ((np.array(levels)[:, None] + self._uniform(*self.gain_db)) / 20)
+        srcs = srcs / np.maximum(rms, 1e-8) * gains * 10 ** (-25 / 20)  # -25 dBFS as WSJ0
+        srcs = srcs[torch.randperm(len(srcs)).numpy()]  # the 0-dB source in any slot
+        srcs = srcs.astype(np.float32)
+        mix = srcs.sum(axis=0, keepdims=True, dtype=np.float32)
+        return to_item(mix, srcs)

@@ -1,0 +1,85 @@
+"""Models shipped in `pretrained/`: names, paths, and the export of a training checkpoint.
+
+A shipped file holds only what inference needs: the run's config (`diffsep_config`),
+the EMA weights as the model's `state_dict` (no optimizer, no second copy of the
+weights) and a `pretrained` entry describing the training run. It loads with
+`torch.load(..., weights_only=True)` like every checkpoint of this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from models.loading import CONFIG_KEY, load_model, read_checkpoint
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+PRETRAINED = {
+    "speech-2spk-8k": "two speakers, 8 kHz, recorded-voice corpus "
+    "(docs/model-card-speech-2spk-8k.md)",
+}
+DEFAULT_MODEL = "speech-2spk-8k"
+META_KEY = "pretrained"
+
+
+def pretrained_path(name: str) -> Path:
+    return PRETRAINED_DIR / f"{name}.ckpt"
+
+
+def resolve_model(spec: str | Path | None) -> Path:
+    """A checkpoint path from a path, a shipped model's name, or None (the default)."""
+    spec = DEFAULT_MODEL if spec is None else spec
+    if str(spec) in PRETRAINED:
+        path = pretrained_path(str(spec))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"the shipped model {spec!r} is missing: {path} (a partial clone? "
+                "'git lfs' is not used: the file is a plain tracked file); pass a "
+                "checkpoint of your own with --model")
+        return path
+    path = Path(spec)
+    if not path.is_file():
+        names = ", ".join(PRETRAINED)
+        raise FileNotFoundError(f"checkpoint not found: {path} (shipped models: {names})")
+    return path
+
+
+def export(ckpt_path, out_path, meta: dict | None = None) -> Path:
+    """Write the inference-only file of a training checkpoint (EMA weights)."""
+    model = load_model(ckpt_path, "cpu")
+    ckpt = read_checkpoint(ckpt_path)
+    info = {"global_step": int(ckpt.get("global_step", -1)),
+            "epoch": int(ckpt.get("epoch", -1)),
+            "source_checkpoint": Path(ckpt_path).name}  # fmt: skip
+    info.update(meta or {})
+    payload = {CONFIG_KEY: ckpt[CONFIG_KEY],
+               "state_dict": {k: v.clone() for k, v in model.state_dict().items()},
+               META_KEY: info}  # fmt: skip
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    torch.save(payload, tmp)
+    torch.load(tmp, map_location="cpu", weights_only=True)  # must load as it will be used
+    tmp.replace(out_path)
+    return out_path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.pretrained",
+                                description="Export a training checkpoint for shipping.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--meta", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="facts about the run stored in the file (hardware, hours, ...)")
+    args = p.parse_args(argv)
+    meta = dict(kv.split("=", 1) for kv in args.meta)
+    out = export(args.checkpoint, args.output, meta)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

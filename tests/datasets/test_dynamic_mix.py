@@ -1,0 +1,87 @@
+"""Dynamic mixing (datasets/dynamic_mix.py) on a tiny WSJ0-layout corpus of tones."""
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.dynamic_mix import DynamicMix, speakers_in_name
+from datasets.wsj0_mix import WSJ0Mix
+from tests.datasets.corpora import write_wav
+
+FS = 8000
+# speaker -> tone frequency; items pair them as WSJ0-style names
+FREQS = {"spka": 300.0, "spkb": 700.0, "spkc": 1100.0, "spkd": 1900.0, "spke": 2700.0}
+
+
+def make_corpus(root, pairs, length=6000):
+    base = root / "2speakers" / "wav8k" / "min" / "tr"
+    t = np.arange(length) / FS
+    for i, (a, b) in enumerate(pairs):
+        name = f"{a}-tr{i:05d}s1_0.0000_{b}-tr{i:05d}s2_-1.0000"
+        srcs = [0.1 * np.sin(2 * np.pi * FREQS[s] * t + i) for s in (a, b)]
+        for k, x in enumerate(srcs):
+            write_wav(base / f"s{k + 1}" / f"{name}.wav", x.astype(np.float32), FS)
+        write_wav(base / "mix" / f"{name}.wav", (srcs[0] + srcs[1]).astype(np.float32), FS)
+    return root
+
+
+PAIRS = [("spka", "spkb"), ("spkc", "spkd"), ("spke", "spka"), ("spkb", "spkc")]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    make_corpus(tmp_path, PAIRS)
+    return WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5)
+
+
+def test_speakers_in_name():
+    assert speakers_in_name("klettres.he-tt00001s1_0.0000_filletscs.sp-tt00001s2_-0.6220") == [
+        "klettres.he", "filletscs.sp"]
+    assert speakers_in_name("01aa010b_0.97482_209a010p_-0.97482") == ["01a", "209"]
+
+
+def dominant(x):
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return np.argmax(spec) * FS / x.size
+
+
+def test_remixes_sum_to_the_mixture_with_distinct_speakers_and_wsj_levels(corpus):
+    ds = DynamicMix(corpus, gain_db=(-3.0, 3.0))
+    torch.manual_seed(0)
+    seen = set()
+    for draw in range(60):
+        mix, srcs = ds[draw % len(ds)]
+        assert mix.shape == (1, 4000) and srcs.shape == (2, 4000)
+        assert torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
+        found = []
+        for x in srcs.numpy():
+            f = dominant(x)
+            spk = min(FREQS, key=lambda s: abs(FREQS[s] - f))
+            assert abs(FREQS[spk] - f) < 10
+            found.append(spk)
+        assert found[0] != found[1]
+        seen.add(frozenset(found))
+        rms = srcs.pow(2).mean(1).sqrt()
+        rel_db = 20 * torch.log10(rms.min() / rms.max())
+        assert -5.0 - 1e-3 <= float(rel_db) <= 0.0
+        loud_db = 20 * np.log10(float(rms.max()))
+        assert -25 - 3 - 0.01 <= loud_db <= -25 + 3 + 0.01
+    assert len(seen) >= 7  # far more pairs than the corpus's four
+
+
+def test_p_zero_returns_the_corpus_items(corpus):
+    ds = DynamicMix(corpus, p=0.0)
+    torch.manual_seed(3)
+    mix, srcs = ds[1]
+    torch.manual_seed(3)
+    torch.rand(())  # the draw that decided "no remix"
+    mix2, srcs2 = corpus[1]
+    assert torch.equal(mix, mix2) and torch.equal(srcs, srcs2)
+
+
+def test_options_are_checked(tmp_path):
+    make_corpus(tmp_path, PAIRS)
+    with pytest.raises(ValueError, match="max_len_s"):
+        DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr"))
+    with pytest.raises(ValueError, match="p must be"):
+        DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), p=1.5)
