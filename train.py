@@ -13,14 +13,13 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from training.callbacks import LastCheckpoint, StoreConfig
+from training.callbacks import AtomicModelCheckpoint, LastCheckpoint, StoreConfig
 
 
 def build_callbacks(cfg, ckpt_dir):
-    best = ModelCheckpoint(
+    best = AtomicModelCheckpoint(
         dirpath=ckpt_dir,
         filename="epoch-{epoch:03d}_si_sdr-{val/si_sdr:.3f}",
         auto_insert_metric_name=False,

@@ -1,5 +1,6 @@
 """Rebuild a trained DiffSep model from its checkpoint alone."""
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -56,6 +57,13 @@ def check_targets(node, allowed, source, prefix="") -> None:
             stack += [(f"{path}[{i}]", v) for i, v in enumerate(value)]
 
 
+def _looks_truncated(path: Path) -> bool:
+    """A torch zip archive (starts with a zip header) whose end is missing."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+
+
 def read_checkpoint(ckpt_path, device="cpu"):
     """Load the checkpoint dict, with a clear error for anything else."""
     path = Path(ckpt_path)
@@ -65,6 +73,11 @@ def read_checkpoint(ckpt_path, device="cpu"):
         # Our checkpoints hold only tensors and plain containers: no pickled code.
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for foreign files
+        if _looks_truncated(path):
+            raise NotADiffSepCheckpoint(
+                f"{path} is truncated or corrupt: it starts like a checkpoint but its zip "
+                "directory is missing (an interrupted copy or save); use another checkpoint "
+                f"(torch.load: {exc})") from exc
         raise NotADiffSepCheckpoint(
             f"{path} is not a DiffSep checkpoint (torch.load failed: {exc})") from exc
     if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or "state_dict" not in ckpt:

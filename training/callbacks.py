@@ -1,11 +1,67 @@
-"""Callbacks of train.py: the run config in every checkpoint, and an always-fresh last.ckpt."""
+"""Callbacks of train.py: the run config in every checkpoint, and an always-fresh last.ckpt.
 
+Every checkpoint is written atomically: to a hidden temporary file in its own folder,
+flushed to disk, then renamed over the final name. A run killed during a save, or a
+full disk, leaves the previous file intact and at most a `.<name>.partial` file, which
+the next run in that folder removes.
+"""
+
+import os
 from pathlib import Path
+from weakref import proxy
 
 from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from models.loading import CONFIG_KEY
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+
+
+def remove_partials(dirpath) -> list[Path]:
+    """Delete the temporary files of interrupted saves in `dirpath`; returns them."""
+    found = sorted(Path(dirpath).glob(f".*.ckpt{PARTIAL_SUFFIX}")) if dirpath else []
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def atomic_save(trainer, path, weights_only: bool) -> None:
+    """`trainer.save_checkpoint` through a temporary file and a rename (rank 0 renames)."""
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        trainer.save_checkpoint(tmp, weights_only=weights_only)
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        if trainer.is_global_zero:
+            tmp.unlink(missing_ok=True)
+        raise
+    trainer.strategy.barrier("atomic_save")
+
+
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (best checkpoints), each file written atomically."""
+
+    def setup(self, trainer, pl_module, stage):
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero:
+            remove_partials(self.dirpath)
+
+    def _save_checkpoint(self, trainer, filepath):
+        atomic_save(trainer, filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
 
 class StoreConfig(Callback):
@@ -33,12 +89,16 @@ class LastCheckpoint(Callback):
         self.every = int(every_n_train_steps)
         self._saved_step = None
 
+    def setup(self, trainer, pl_module, stage):
+        if trainer.is_global_zero:
+            remove_partials(self.path.parent)
+
     def _save(self, trainer):
         if trainer.sanity_checking or trainer.global_step == self._saved_step:
             return
         # Every rank calls it: the strategy writes on rank 0 and synchronises. The full
         # training state (optimiser, loops, callbacks), so that resuming continues the run.
-        trainer.save_checkpoint(self.path, weights_only=False)
+        atomic_save(trainer, self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
