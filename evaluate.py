@@ -44,12 +44,16 @@ def main(argv=None):
     except (EvaluationInputError, StoreMismatchError) as e:
         sys.exit(f"error: {e}")
     print(f"results in {session.result_dir}", file=sys.stderr)
+    failed = 0
     for split in splits:
         with tqdm(total=len(todo[split]), desc=split, file=sys.stderr) as bar:
             session.run(split, todo[split], stop_after=args.stop_after,
                         dl_workers=args.dl_workers, progress=lambda r: bar.update())
         summary = session.finish(split, {"device": args.device, "workers": 1})
         print(format_summary(split, summary))
+        failed += summary["n_failed"]
+    if failed:
+        sys.exit(f"error: {failed} utterance(s) failed; see the summary above")
 
 
 if __name__ == "__main__":

@@ -48,9 +48,13 @@ def main(argv=None):
           f"to do on {devices}", file=sys.stderr)
     if not run_workers(session, todo, devices, args.stop_after):
         sys.exit(1)
+    failed = 0
     for split in splits:
         summary = session.finish(split, {"devices": devices, "workers": len(devices)})
         print(format_summary(split, summary))
+        failed += summary["n_failed"]
+    if failed:
+        sys.exit(f"error: {failed} utterance(s) failed; see the summary above")
 
 
 if __name__ == "__main__":

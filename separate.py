@@ -18,6 +18,8 @@ and skipped; the exit status is then 1. See ``evaluation/separator.py``.
 """
 
 import argparse
+import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from evaluation.separator import (
     Separator,
     collect_inputs,
     default_device,
+    remove_stale_partials,
 )
 from models.pretrained import DEFAULT_MODEL, PRETRAINED, resolve_model
 from sdes.sampling import CORRECTORS, PREDICTORS, SCHEDULES
@@ -40,6 +43,10 @@ def load_model(path, device):
     from models.loading import load_model as load
 
     return load(path, device)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
 def str2bool(value: str) -> bool:
@@ -104,6 +111,9 @@ def main(argv=None) -> int:
         model_path = resolve_model(args.model)
     except FileNotFoundError as e:
         parser.error(str(e))
+    if args.input.is_dir() and args.output.resolve() == args.input.resolve():
+        parser.error(f"the output folder is the input folder ({args.input}): the stems would "
+                     "be mixed with the recordings; choose another output folder")
     try:
         inputs = collect_inputs(args.input, args.recursive, exclude=args.output)
     except FileNotFoundError as e:
@@ -126,13 +136,35 @@ def main(argv=None) -> int:
         separator.output_paths(args.output, "track", args.filename, "wav")
     except (KeyError, IndexError, ValueError) as e:
         parser.error(f"bad --filename template {args.filename!r}: {e!r}")
+    owner = {}
+    for path, track in inputs:  # distinct inputs must never write the same file
+        for out in separator.output_paths(args.output, track, args.filename,
+                                          path.suffix.lstrip(".")):  # fmt: skip
+            if out in owner:
+                parser.error(
+                    f"{owner[out]} and {path} would both be written to {out}; rename one, or "
+                    "keep the extension in the names: --filename '{source}/{track}.{trackext}.wav'")
+            owner[out] = path
+    for stale in remove_stale_partials(args.output):
+        print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminate)  # clean up like Ctrl-C: no partial files
     failed = 0
     for path, track in tqdm(inputs, desc="files", unit="file", disable=len(inputs) < 2):
         try:
             separator.separate_file(path, args.output, args.filename, track, args.subtype)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:  # every further file would fail the same way
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            failed += 1
+            tqdm.write(f"error: {path}: {type(e).__name__}: {e}", file=sys.stderr)
         except Exception as e:  # report and go on with the other files
             failed += 1
             tqdm.write(f"error: {path}: {type(e).__name__}: {e}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"interrupted while separating {path}; its partial files were removed",
+                  file=sys.stderr)
+            return 130
     if failed:
         print(f"{failed} of {len(inputs)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0

@@ -35,6 +35,32 @@ def require_dir(path: str | Path, layout: str) -> Path:
     return path
 
 
+def require_complete_corpus(root: str | Path, allow_incomplete: bool = False) -> None:
+    """Refuse a generated corpus whose `manifest.json` says it is incomplete.
+
+    The generators (`python -m datasets.synth`, `python -m datasets.voices`) write a
+    stub manifest with `"status": "incomplete"` first and the full one last, so a
+    killed generation is recognisable; real corpora have no manifest and pass.
+    """
+    import json
+
+    path = Path(root) / "manifest.json"
+    if allow_incomplete or not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"unreadable corpus manifest {path}: {e}") from e
+    if manifest.get("status") == "incomplete":
+        gen = manifest.get("generator", "the generator")
+        raise DatasetError(
+            f"{Path(root)} is an incomplete generated corpus (its generation was interrupted; "
+            f"{path} says so). Complete it by rerunning the same 'python -m {gen} ...' "
+            f"command (it resumes; options as stored in the manifest: "
+            f"{json.dumps(manifest.get('params'))}), or pass allow_incomplete=true to use "
+            "the items that exist")
+
+
 def list_audio(folder: str | Path, layout: str, ext: str = ".wav") -> list[str]:
     """Sorted file stems of the `ext` files in `folder` (at least one)."""
     folder = require_dir(folder, layout)

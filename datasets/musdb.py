@@ -24,6 +24,7 @@ from datasets.audio import (
     hash_holdout,
     random_start,
     read_audio,
+    require_complete_corpus,
     require_dir,
     resample,
     to_item,
@@ -113,6 +114,7 @@ class MUSDB18HQ(Dataset):
         valid_fraction: float = 0.1,
         eval_segment_s: float | None = None,
         max_n_samples: int | None = None,
+        allow_incomplete: bool = False,
     ):
         if split not in ("train", "valid", "test"):
             raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
@@ -134,6 +136,7 @@ class MUSDB18HQ(Dataset):
         seg = segment_s if self.train else eval_segment_s
         self.segment = None if seg is None else int(round(seg * self.fs))
 
+        require_complete_corpus(root, allow_incomplete)
         folder = require_dir(Path(root) / ("test" if split == "test" else "train"), MUSDB_LAYOUT)
         tracks = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not tracks:

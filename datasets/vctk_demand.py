@@ -20,6 +20,7 @@ from datasets.audio import (
     list_audio,
     random_start,
     read_checked,
+    require_complete_corpus,
     require_dir,
     require_same_names,
     to_item,
@@ -67,6 +68,7 @@ class VCTKDemand(Dataset):
         holdout: str = "auto",
         noise_augment: float = 0.0,
         max_n_samples: int | None = None,
+        allow_incomplete: bool = False,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -80,6 +82,7 @@ class VCTKDemand(Dataset):
         self.split = split
         self.resample = bool(resample)
         self.noise_augment = float(noise_augment)
+        require_complete_corpus(root, allow_incomplete)
         folder = require_dir(Path(root) / ("test" if split == "test" else "train"), VCTK_LAYOUT)
         self.noisy_dir = require_dir(folder / "noisy", VCTK_LAYOUT)
         self.clean_dir = require_dir(folder / "clean", VCTK_LAYOUT)

@@ -22,6 +22,7 @@ from datasets.audio import (
     list_audio,
     random_start,
     read_audio,
+    require_complete_corpus,
     require_dir,
     require_same_names,
     to_item,
@@ -111,7 +112,8 @@ class WSJ0Mix(ParallelFolderMix):
 
     `max_len_s` crops every item (random offset when `random_crop`, which
     defaults to True for the `tr` split only); None keeps whole utterances.
-    `max_n_samples` keeps the first N names in sorted order.
+    `max_n_samples` keeps the first N names in sorted order. A generated corpus whose
+    manifest says incomplete is refused unless `allow_incomplete`.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class WSJ0Mix(ParallelFolderMix):
         check_sum: bool = False,
         sum_tol: float = 1e-3,
         random_crop: bool | None = None,
+        allow_incomplete: bool = False,
     ):
         if n_spkr not in (2, 3):
             raise ValueError(f"n_spkr must be 2 or 3, got {n_spkr}")
@@ -136,6 +139,7 @@ class WSJ0Mix(ParallelFolderMix):
             raise ValueError(f"cut must be 'min' or 'max', got {cut!r}")
         if split not in ("tr", "cv", "tt"):
             raise ValueError(f"split must be 'tr', 'cv' or 'tt', got {split!r}")
+        require_complete_corpus(Path(root) / f"{n_spkr}speakers", allow_incomplete)
         base = Path(root) / f"{n_spkr}speakers" / f"wav{fs // 1000}k" / cut / split
         require_dir(base, WSJ0_LAYOUT)
         names = [f"s{i + 1}" for i in range(n_spkr)]

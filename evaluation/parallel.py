@@ -5,7 +5,9 @@ no finished record yet; records go straight to the shared item store, so a
 killed run restarts where it stopped.
 """
 
+import ctypes
 import os
+import signal
 import sys
 
 import torch
@@ -21,7 +23,23 @@ def worker_devices(n_workers=None):
     return [f"cuda:{r % n_gpu}" if n_gpu else "cpu" for r in range(n)]
 
 
-def _worker(rank, spec, devices, todo, threads, stop_after):
+def die_with_parent(parent_pid: int) -> None:
+    """Make the kernel kill this process when its parent dies (Linux; elsewhere a no-op).
+
+    A worker left running after its parent was killed would go on writing records
+    while a rerun starts new workers on the same items (and the same GPU).
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the call above took effect
+        os._exit(1)
+
+
+def _worker(rank, spec, devices, todo, threads, stop_after, parent_pid=None):
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     session = EvalSession(**spec, device=devices[rank])
     n = len(devices)
@@ -49,7 +67,7 @@ def run_workers(session, todo, devices, stop_after=None):
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(rank, session.spec, devices, todo, threads,
-                                               stop_after))
+                                               stop_after, os.getpid()))
              for rank in range(len(devices))]
     for p in procs:
         p.start()

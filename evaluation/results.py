@@ -1,7 +1,9 @@
 """Durable per-utterance records, merging and summaries of an evaluation run.
 
 Every finished utterance is one small JSON file `{split}_items/{index:07d}.json`,
-written to a temporary file, fsynced and renamed. A rename is atomic, so a
+written to a temporary file, fsynced and renamed; an utterance that failed is kept as
+`{index:07d}.failed.json` instead, so that the next run retries it (and a success
+there replaces the failure). A rename is atomic, so a
 killed run leaves either the whole record or none; workers write disjoint files
 and need no lock; resuming is listing the folder. (An append-only JSONL shared
 by processes would need locking and could end in a torn line after a kill.)
@@ -106,26 +108,39 @@ class ItemStore:
             atomic_write_json(meta, self.fingerprint)
         return self
 
-    def path(self, index):
-        return self.dir / f"{index:07d}.json"
+    def path(self, index, failed=False):
+        return self.dir / f"{index:07d}{'.failed' if failed else ''}.json"
 
-    def done(self):
-        """Indices whose record is complete on disk."""
+    def _indices(self, suffix):
         if not self.dir.exists():
             return set()
-        return {int(p.stem) for p in self.dir.glob("[0-9]*.json")}
+        return {int(p.name[:7]) for p in self.dir.glob(f"[0-9]*{suffix}")
+                if p.name[:7].isdigit() and len(p.name) == 7 + len(suffix)}
+
+    def done(self):
+        """Indices with a successful record on disk (failed ones are retried)."""
+        return self._indices(".json")
+
+    def failed(self):
+        """Indices whose last attempt failed."""
+        return self._indices(".failed.json") - self.done()
 
     def write(self, record):
-        atomic_write_json(self.path(record["index"]), _json_safe(record))
+        index, ok = record["index"], record.get("status") == "ok"
+        atomic_write_json(self.path(index, failed=not ok), _json_safe(record))
+        if ok:
+            self.path(index, failed=True).unlink(missing_ok=True)
 
     def read(self, indices):
-        """Records of `indices`, sorted by index; fails if one is missing."""
-        missing = sorted(set(indices) - self.done())
+        """Records of `indices` (successes, else the failure), sorted by index; fails if
+        one has neither."""
+        done, failed = self.done(), self.failed()
+        missing = sorted(set(indices) - done - failed)
         if missing:
             raise RuntimeError(f"{len(missing)} record(s) missing in {self.dir}: {missing[:10]}")
         records = []
         for i in sorted(indices):
-            with open(self.path(i)) as f:
+            with open(self.path(i, failed=i not in done)) as f:
                 records.append(json.load(f))
         return records
 
@@ -225,6 +240,11 @@ def format_stem_table(summary):
 def format_summary(split, summary):
     """A few human-readable lines of a summary (with a per-stem table for music)."""
     lines = [f"{split}: {summary['n_ok']}/{summary['n_items']} utterances scored"]
+    if summary["n_failed"]:
+        lines.append(f"  {summary['n_failed']} failed (rerun the same command to retry them):")
+        lines += [f"    {f['index']} {f['name']}: {f['error']}" for f in summary["failed"][:10]]
+        if summary["n_failed"] > 10:
+            lines.append(f"    ... and {summary['n_failed'] - 10} more in the summary file")
     for name, entry in summary["metrics"].items():
         if entry["mean"] is not None:
             lines.append(f"  {name:20s} mean {entry['mean']:8.3f}  median {entry['median']:8.3f}"

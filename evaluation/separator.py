@@ -10,10 +10,11 @@ then least-squares scaled per channel so that their sum best matches the mixture
 Files are written to temporary names and renamed only once complete.
 """
 
+import errno
 import math
 import os
 import re
-import uuid
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -31,6 +32,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 SAMPLER_OPTIONS = ("N", "snr", "corrector_steps", "denoise", "schedule", "predictor", "corrector")
 # Sources named s1, s2, ... are speakers in arbitrary order: their order needs re-matching.
 _SPEAKER_NAME = re.compile(r"s\d+")
+MIN_INPUT_S = 0.1  # shorter inputs carry too little to separate (and a 1-sample std is 0)
+# Temporary output files: `.<name>.<pid>.partial`, renamed into place when complete.
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.partial")
 
 
 def labelled_sources(model) -> bool:
@@ -52,6 +56,40 @@ def default_template(labelled: bool) -> str:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(out_dir) -> list[Path]:
+    """Delete temporary outputs left by separations that were killed (their process is
+    gone); files of a separation still running are kept. Returns what was removed."""
+    out_dir = Path(out_dir)
+    removed = []
+    if not out_dir.is_dir():
+        return removed
+    for p in out_dir.rglob(".*.partial"):
+        m = _PARTIAL.fullmatch(p.name)
+        if m and not _pid_alive(int(m.group("pid"))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _check_finite(x: np.ndarray, what: str, offset: int, sr: int) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = offset + int(np.argmax(bad.any(axis=-1) if x.ndim > 1 else bad))
+        raise ValueError(
+            f"{what} has {int(bad.sum())} non-finite sample(s) (NaN or inf), the first at "
+            f"{first / sr:.3f} s; repair or trim the file")
 
 
 def n_segments(length: int, segment: int, hop: int) -> int:
@@ -160,6 +198,7 @@ class Separator:
         frames: int,
         write: Callable[[np.ndarray], None],
         desc: str = "",
+        what: str = "the input",
     ) -> None:
         """Separate ``(n, channels)`` blocks at rate ``sr``; ``write`` gets ``(m, K, C)``.
 
@@ -194,8 +233,14 @@ class Separator:
                 write(y)
                 written += len(y)
 
+        if frames < MIN_INPUT_S * sr:
+            raise ValueError(f"{what} is too short to separate: {frames} "
+                             f"sample(s) at {sr} Hz, at least {MIN_INPUT_S} s is needed")
+        seen = 0
         for block in blocks:
             x = np.asarray(block, dtype=np.float32)
+            _check_finite(x, what, seen, sr)
+            seen += len(x)
             if self.mono:
                 x = x.mean(axis=1, keepdims=True)
             if down is not None:
@@ -273,30 +318,48 @@ class Separator:
             try:
                 for t in targets:
                     t.parent.mkdir(parents=True, exist_ok=True)
-                    tmps.append(t.with_name(f".{t.name}.{uuid.uuid4().hex[:8]}.partial"))
+                    tmps.append(t.with_name(f".{t.name}.{os.getpid()}.partial"))
                     writers.append(
                         sf.SoundFile(tmps[-1], "w", f.samplerate, C, subtype, format=fmt)
                     )
 
                 def write(y: np.ndarray) -> None:
+                    if not np.isfinite(y).all():
+                        raise RuntimeError(f"the separation of {path} produced non-finite "
+                                           "samples; nothing was written")
                     if clip:  # integer formats would wrap around otherwise
                         y = np.clip(y, -1.0, 1.0)
                     for k, w in enumerate(writers):
                         w.write(np.ascontiguousarray(y[:, k]))
 
                 blocks = _read_blocks(f, self.block)
-                self._run(blocks, f.samplerate, f.channels, f.frames, write, desc=track)
+                self._run(blocks, f.samplerate, f.channels, f.frames, write, desc=track,
+                          what=str(path))  # fmt: skip
                 for w in writers:
                     w.close()
                 for tmp, t in zip(tmps, targets):
                     os.replace(tmp, t)
-            except BaseException:
+            except BaseException as e:
                 for w in writers:
-                    w.close()
+                    try:
+                        w.close()
+                    except Exception:  # a full disk can fail the close too
+                        pass
                 for tmp in tmps:
                     tmp.unlink(missing_ok=True)
+                if isinstance(e, Exception) and _disk_full(targets[0].parent):
+                    raise OSError(errno.ENOSPC, f"no space left on device while writing "
+                                  f"{targets[0].parent}; nothing was written") from e
                 raise
         return targets
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """True when `folder`'s file system has (almost) no space left."""
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 def _read_blocks(f: sf.SoundFile, n: int):

@@ -181,3 +181,18 @@ def test_wrong_number_of_channels(tree):
     write_wav(base / "mix" / "utt00.wav", np.zeros((2, 2000), np.float32), 8000)
     with pytest.raises(DatasetError, match=r"wrong number of channels in .*mix/utt00\.wav"):
         WSJ0Mix(root, split="cv")[0]
+
+
+def test_incomplete_generated_corpus_is_refused_with_the_command(tmp_path):
+    import json
+
+    from datasets.synth.manifest import prepare_root
+
+    make_wsj0(tmp_path)
+    assert len(WSJ0Mix(tmp_path, split="tt")) == 2  # a corpus without manifest: real data
+    prepare_root(tmp_path / "2speakers", {"seed": 0, "n_spkr": 2}, overwrite=True)
+    stub = json.loads((tmp_path / "2speakers" / "manifest.json").read_text())
+    assert stub["status"] == "incomplete"  # what a killed generation leaves
+    with pytest.raises(DatasetError, match=r"incomplete generated.*python -m datasets\.synth"):
+        WSJ0Mix(tmp_path, split="tt")
+    assert len(WSJ0Mix(tmp_path, split="tt", allow_incomplete=True)) == 2

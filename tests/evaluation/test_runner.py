@@ -132,10 +132,10 @@ def test_mixture_baseline_scores_the_mixture(tmp_path):
 
 def test_item_store_is_durable_and_guards_its_run(tmp_path):
     store = ItemStore(tmp_path, "val", {"ckpt": "x", "N": 30}).open()
-    store.write({"index": 5, "value": float("nan"), "xs": [1.0, float("inf")]})
+    store.write({"index": 5, "status": "ok", "value": float("nan"), "xs": [1.0, float("inf")]})
     assert store.done() == {5}
     with open(store.path(5)) as f:
-        assert json.load(f) == {"index": 5, "value": None, "xs": [1.0, None]}
+        assert json.load(f) == {"index": 5, "status": "ok", "value": None, "xs": [1.0, None]}
     # Leftover temporary files of a killed writer are not records.
     (store.dir / ".0000007.json.abc.tmp").write_text("{")
     assert store.done() == {5}
@@ -145,6 +145,21 @@ def test_item_store_is_durable_and_guards_its_run(tmp_path):
         ItemStore(tmp_path, "val", {"ckpt": "x", "N": 10}).open()
     ItemStore(tmp_path, "val", {"ckpt": "x", "N": 10}).open(overwrite=True)
     assert ItemStore(tmp_path, "val", {"ckpt": "x", "N": 10}).done() == set()
+
+
+def test_failed_records_are_retried_and_replaced_by_a_success(tmp_path):
+    items = toy_items(4, 2)
+    store = ItemStore(tmp_path / "r", "test", {"run": "r"}).open()
+    evaluate_indices(FakeOracle(items), ToyMix(items, broken=[3]), "test", range(4),
+                     Settings(N=2), store, "cpu")  # fmt: skip
+    assert store.done() == {0, 1, 2} and store.failed() == {3}
+    assert [r["status"] for r in store.read(range(4))] == ["ok", "ok", "ok", "error"]
+    todo = [i for i in range(4) if i not in store.done()]
+    assert todo == [3]  # a rerun retries the failure ...
+    evaluate_indices(FakeOracle(items), ToyMix(items), "test", todo, Settings(N=2), store, "cpu")
+    assert store.done() == {0, 1, 2, 3} and store.failed() == set()  # ... and it is replaced
+    assert not store.path(3, failed=True).exists()
+    assert [r["status"] for r in store.read(range(4))] == ["ok"] * 4
 
 
 def test_summary_means_medians_and_counts():

@@ -180,3 +180,24 @@ def test_bad_inputs_fail_before_any_work(tmp_path, corpus, capsys):
     with pytest.raises(SystemExit):
         evaluate.main([str(junk), "-o", str(out)])  # neither --val nor --test
     assert "--val" in capsys.readouterr().err
+
+
+def test_failed_items_make_the_run_fail_and_are_retried_after_a_fix(tmp_path, capsys):
+    root = tmp_path / "data"
+    items = toy_items(3, 2, seconds=(0.6, 0.8), seed=4)
+    base = write_wsj0(root, items)
+    good = (base / "s2" / "utt01.wav").read_bytes()
+    (base / "s2" / "utt01.wav").write_bytes(b"RIFF broken")
+    args = ["__no_proc__", "--test", "--datamodule", "default", "--override",
+            f"datamodule.train.root={root}", "-o", str(tmp_path / "res")]
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(args)
+    assert "1 utterance(s) failed" in str(e.value.code)
+    out = capsys.readouterr().out
+    assert "test: 2/3 utterances scored" in out and "1 utt01" in out and "retry" in out
+    (base / "s2" / "utt01.wav").write_bytes(good)  # the data is fixed
+    evaluate.main(args)  # no error now: the failed item was retried
+    records, summary = read_results(tmp_path / "res" / "mixture-default_no_proc", "test")
+    assert summary["n_ok"] == 3 and summary["n_failed"] == 0
+    assert [r["status"] for r in records] == ["ok"] * 3
+    assert not list((tmp_path / "res").rglob("*.failed.json"))
