@@ -2,6 +2,8 @@
 
 Runs go to ``exp/<name>/<date>_<overrides>/`` (Hydra run dir): TensorBoard events,
 ``checkpoints/epoch-NNN_si_sdr-F.FFF.ckpt`` (best by val/si_sdr) and ``last.ckpt``.
+``resume_from_checkpoint=<run>/checkpoints/last.ckpt`` continues that run in its own
+folder (weights, optimizer, EMA, schedulers, best checkpoints and random generators).
 Every checkpoint carries the resolved config (``diffsep_config``) so that
 ``models.loading.load_model`` rebuilds the model from the file alone.
 """
@@ -15,7 +17,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from training.callbacks import AtomicModelCheckpoint, LastCheckpoint, StoreConfig
+from training.callbacks import AtomicModelCheckpoint, LastCheckpoint, RNGState, StoreConfig
+
+
+def resumed_run_dir(ckpt, default):
+    """The run folder of `ckpt` (`<run>/checkpoints/<file>.ckpt`) when resuming, else
+    `default`: a resumed run goes on in its own folder, with its TensorBoard curves and
+    its list of best checkpoints."""
+    if not ckpt:
+        return default
+    path = Path(str(ckpt)).resolve()
+    if path.parent.name != "checkpoints":
+        raise ValueError(f"resume_from_checkpoint={ckpt}: expected a checkpoint of a train.py "
+                         "run, <run>/checkpoints/<name>.ckpt")
+    return str(path.parent.parent)
+
+
+OmegaConf.register_new_resolver("run_dir", resumed_run_dir, replace=True)
 
 
 def build_callbacks(cfg, ckpt_dir):
@@ -30,7 +48,7 @@ def build_callbacks(cfg, ckpt_dir):
     )
     last = LastCheckpoint(ckpt_dir, cfg.checkpoint.every_n_train_steps)
     extra = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    return [StoreConfig(cfg), best, last, *extra]
+    return [StoreConfig(cfg), RNGState(), best, last, *extra]
 
 
 @hydra.main(config_path="config", config_name="config", version_base="1.3")

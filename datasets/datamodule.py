@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datasets.collate import collate_pad
 
@@ -22,6 +22,36 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+class EpochRandomSampler(Sampler):
+    """A random order of the dataset that depends only on (seed, epoch).
+
+    `set_epoch` (which Lightning calls before every epoch) also reseeds `generator`, the
+    loader's, from which it draws its workers' base seed. Data order and worker seeds then
+    do not depend on how often or when the loader was iterated, so a run resumed from a
+    checkpoint sees the same batches as the run it continues.
+    """
+
+    def __init__(self, data_source, seed: int, generator: torch.Generator):
+        self.n = len(data_source)
+        self.seed = int(seed)
+        self.generator = generator
+        self.set_epoch(0)
+
+    def _epoch_seed(self) -> int:
+        return (self.seed * 1_000_003 + self.epoch) % 2**63
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.generator.manual_seed(self._epoch_seed())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self._epoch_seed())
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 class DataModule(pl.LightningDataModule):
@@ -44,6 +74,7 @@ class DataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         shuffle: bool = True,
         drop_last: bool = True,
+        seed: int | None = None,
     ):
         super().__init__()
         self.train_set, self.val_set, self.test_set = train, val, test
@@ -56,6 +87,8 @@ class DataModule(pl.LightningDataModule):
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        # train.py seeds torch before building the data: the order follows the run's seed
+        self.seed = torch.initial_seed() if seed is None else int(seed)
 
     def _first_set(self) -> Dataset:
         for ds in (self.train_set, self.val_set, self.test_set):
@@ -78,10 +111,15 @@ class DataModule(pl.LightningDataModule):
     def _loader(self, ds: Dataset | None, which: str, batch_size: int, train: bool) -> DataLoader:
         if ds is None:
             raise ValueError(f"no {which} dataset configured in the DataModule")
+        sampler, generator = None, None
+        if self.shuffle and train:
+            generator = torch.Generator()
+            sampler = EpochRandomSampler(ds, self.seed, generator)
         return DataLoader(
             ds,
             batch_size=batch_size,
-            shuffle=self.shuffle and train,
+            sampler=sampler,
+            generator=generator,
             drop_last=self.drop_last and train,
             num_workers=self.num_workers,
             collate_fn=collate_pad,

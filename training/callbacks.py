@@ -7,11 +7,14 @@ the next run in that folder removes.
 """
 
 import os
+import random
 from pathlib import Path
 from weakref import proxy
 
+import numpy as np
+import torch
 from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, Checkpoint, ModelCheckpoint
 
 from models.loading import CONFIG_KEY
 
@@ -74,12 +77,17 @@ class StoreConfig(Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
-class LastCheckpoint(Callback):
-    """Write ``last.ckpt`` every ``every_n_train_steps`` steps, after validation and at the end.
+class LastCheckpoint(Checkpoint):
+    """Write ``last.ckpt`` every ``every_n_train_steps`` steps, after validation, at the end of
+    every epoch and at the end.
 
     A single writer keeps last.ckpt always the newest state (two ModelCheckpoint
     callbacks with save_last would race and version the file as last-v1.ckpt); a
     run killed at any point loses at most the steps since the last write.
+
+    As a `Checkpoint`, Lightning runs it after the callbacks that are not checkpoints and
+    after the ModelCheckpoint listed before it, so the file it writes at the end of an
+    epoch already knows that epoch's best checkpoint.
     """
 
     def __init__(self, dirpath, every_n_train_steps=1000, filename="last.ckpt"):
@@ -93,8 +101,8 @@ class LastCheckpoint(Callback):
         if trainer.is_global_zero:
             remove_partials(self.path.parent)
 
-    def _save(self, trainer):
-        if trainer.sanity_checking or trainer.global_step == self._saved_step:
+    def _save(self, trainer, again=False):
+        if trainer.sanity_checking or (trainer.global_step == self._saved_step and not again):
             return
         # Every rank calls it: the strategy writes on rank 0 and synchronises. The full
         # training state (optimiser, loops, callbacks), so that resuming continues the run.
@@ -108,5 +116,50 @@ class LastCheckpoint(Callback):
     def on_validation_end(self, trainer, pl_module):
         self._save(trainer)
 
+    def on_train_epoch_end(self, trainer, pl_module):
+        # ModelCheckpoint saves an end-of-epoch validation's best checkpoint here, after
+        # on_validation_end: write again so that last.ckpt lists it.
+        self._save(trainer, again=True)
+
     def on_train_end(self, trainer, pl_module):
         self._save(trainer)
+
+
+class RNGState(Callback):
+    """Save the random number generators with every checkpoint and restore them on resume.
+
+    Lightning restores weights, optimizer, schedulers, EMA and loop counters but not the
+    generators, so a resumed run would draw other crops, times and noises than the run it
+    continues. With them restored, a run resumed from a checkpoint written at the end of
+    an epoch (after validation: the `last.ckpt` of every epoch) repeats the uninterrupted
+    run step for step. A checkpoint written in the middle of an epoch resumes with a new
+    pass over the data for the rest of that epoch: its data order differs from there on.
+    """
+
+    def state_dict(self):
+        np_state = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                      int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": _to_lists(random.getstate()),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict):
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(_to_tuples(state_dict["python"]))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x

@@ -123,3 +123,15 @@ class WeightsHash(Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"rank{trainer.global_rank}_pid{os.getpid()}.txt"
         path.write_text(f"{state_hash(pl_module)} {trainer.global_step}\n")
+
+
+class StepHashes(Callback):
+    """Appends "<step> <hash of the weights>" to `out_dir/steps.txt` after every step."""
+
+    def __init__(self, out_dir):
+        self.path = Path(out_dir) / "steps.txt"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(f"{trainer.global_step} {state_hash(pl_module.score_model)}\n")

@@ -30,9 +30,11 @@ STRATEGIES = [
 
 def trainer(tmp_path, **kwargs):
     opts = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                enable_model_summary=False, enable_checkpointing=False,
-                num_sanity_val_steps=0, default_root_dir=tmp_path)
+                enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
     opts.update(kwargs)
+    # LastCheckpoint is the run's checkpoint callback where given; else none at all
+    opts["enable_checkpointing"] = any(
+        isinstance(c, LastCheckpoint) for c in opts.get("callbacks") or [])
     return pl.Trainer(**opts)
 
 

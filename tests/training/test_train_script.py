@@ -65,13 +65,44 @@ def test_train_script_end_to_end(tmp_path, wsj0):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
 
-    # Resume for two more steps: continues from step 2 in a new run dir.
+    # Resume for two more steps: continues from step 2 in the same run folder.
     run_train([*args, f"paths.exp_dir={tmp_path / 'exp2'}", "trainer.max_steps=4",
                f"resume_from_checkpoint={run / 'checkpoints' / 'last.ckpt'}"])
-    run2 = next((tmp_path / "exp2" / "default").iterdir())
-    ckpt2 = torch.load(run2 / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not (tmp_path / "exp2").exists()
+    ckpt2 = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt2["global_step"] == 4
     assert ckpt2["ema"]["num_updates"] == 4
+
+
+def _hashes(folder):
+    return [line.split() for line in (folder / "steps.txt").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_resume_continues_the_run_step_for_step(tmp_path, wsj0):
+    """Two epochs straight, against one epoch then a resume: the same weights after every
+    step, the same folder, and the first run's best checkpoints still known."""
+    args = [*data_args(wsj0), *FAST_MODEL, "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1", "model.valid_max_sep_batches=1",
+            "checkpoint.every_n_train_steps=100", "checkpoint.save_top_k=5",
+            "+callbacks.hash._target_=tests.training.fixtures.StepHashes"]
+    straight = tmp_path / "straight"
+    run_train([*args, "trainer.max_epochs=2", f"hydra.run.dir={straight}",
+               f"+callbacks.hash.out_dir={straight}"])
+    split = tmp_path / "split"
+    run_train([*args, "trainer.max_epochs=1", f"hydra.run.dir={split}",
+               f"+callbacks.hash.out_dir={split}"])
+    first_best = {p.name for p in (split / "checkpoints").glob("epoch-*.ckpt")}
+    run_train([*args, "trainer.max_epochs=2", f"paths.exp_dir={tmp_path / 'other'}",
+               f"resume_from_checkpoint={split / 'checkpoints' / 'last.ckpt'}",
+               f"+callbacks.hash.out_dir={split}"])
+    assert not (tmp_path / "other").exists()  # no new run folder
+    assert _hashes(split) == _hashes(straight)
+    assert [int(s) for s, _ in _hashes(split)] == [1, 2, 3, 4, 5, 6]
+    last = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
+    best = next(v for k, v in last["callbacks"].items() if k.startswith("AtomicModelCheckpoint"))
+    kept = {os.path.basename(p) for p in best["best_k_models"]}
+    assert first_best and first_best <= kept and len(kept) == 2
 
 
 def repo_run_dirs():
