@@ -88,7 +88,8 @@ def sampler_args(ckpt):
 
     sampler = config_from_checkpoint(ckpt).model.sampler
     return ["-N", sampler.N, "--corrector-steps", sampler.corrector_steps, "--snr", sampler.snr,
-            "--denoise", str(sampler.denoise).lower(), "--schedule", sampler.schedule]
+            "--denoise", str(sampler.denoise).lower(), "--schedule", sampler.schedule,
+            "--final-step", str(sampler.get("final_step", False)).lower()]
 
 
 def summary_of(results_root):

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snr", type=float, default=None, help="step size of the corrector")
     s.add_argument("--corrector-steps", type=int, default=None, help="corrector steps")
     s.add_argument("--denoise", type=str2bool, default=None, help="final denoising step")
+    s.add_argument("--final-step", type=str2bool, default=None,
+                   help="end with the Tweedie step from t_eps to 0 (true/false)")
     s.add_argument("-s", "--schedule", choices=SCHEDULES, default=None, help="time steps")
     s.add_argument("--predictor", choices=list(PREDICTORS), default=None)
     s.add_argument("--corrector", choices=list(CORRECTORS), default=None)
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
     if not inputs:
         parser.error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {args.input}")
     device = args.device or default_device()
-    sampler = {k: getattr(args, k) for k in ("N", "snr", "corrector_steps", "denoise")}
+    sampler = {k: getattr(args, k)
+               for k in ("N", "snr", "corrector_steps", "denoise", "final_step")}
     sampler.update(schedule=args.schedule, predictor=args.predictor, corrector=args.corrector)
     try:
         separator = Separator(

@@ -88,6 +88,7 @@ def run_test(trainer, model, datamodule, run_dir):
     evaluate.main([ckpt, "--test", "-o", str(run_dir / "results"),
                    "-N", str(s["N"]), "--snr", str(s["snr"]),
                    "--corrector-steps", str(s["corrector_steps"]), "--denoise", str(s["denoise"]),
+                   "--final-step", str(s["final_step"]),
                    "-s", s["schedule"], "-d", "cuda" if torch.cuda.is_available() else "cpu"])
 
 

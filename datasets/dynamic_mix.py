@@ -50,7 +50,12 @@ class DynamicMix(Dataset):
         self.p, self.max_rel_db = float(p), float(max_rel_db)
         self.gain_db = (float(gain_db[0]), float(gain_db[1]))
         self.max_tries = int(max_tries)
-        self.speakers = [speakers_in_name(n) for n in corpus.names]
+        # Names that do not tell the K speakers: each source counts as its own speaker.
+        self.speakers = []
+        for i, name in enumerate(corpus.names):
+            spk = speakers_in_name(name)
+            self.speakers.append(spk if len(spk) == self.n_sources
+                                 else [f"#{i}.{k}" for k in range(self.n_sources)])
 
     def __len__(self) -> int:
         return len(self.corpus)

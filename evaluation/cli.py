@@ -37,6 +37,9 @@ def add_common_args(parser):
                         help="Use denoising in solver (true/false)")
     parser.add_argument("-s", "--schedule", choices=("linear", "log", "revlog"),
                         default="linear", help="Time-step schedule of the sampler")
+    parser.add_argument("--final-step", type=str2bool, default=None,
+                        help="End with the Tweedie step from t_eps to 0 (true/false; "
+                        "default: the model's, true for models trained now)")
     parser.add_argument("--enhance", action="store_true",
                         help="Speech enhancement: score the first source only, no permutation")
     parser.add_argument("--pesq-mode", choices=("nb", "wb"), default=None,
@@ -76,7 +79,7 @@ def add_common_args(parser):
 def settings_from_args(args):
     return Settings(
         N=args.N, snr=args.snr, corrector_steps=args.corrector_steps, denoise=args.denoise,
-        schedule=args.schedule, pesq_mode=args.pesq_mode,
+        schedule=args.schedule, final_step=args.final_step, pesq_mode=args.pesq_mode,
         stoi_extended=not args.stoi_no_extended, enhance=args.enhance, seed=args.seed,
         save_n=args.save_n, limit=args.limit, tag=args.tag, no_proc=args.ckpt == NO_PROC,
         metrics=args.metrics, permutation=args.permutation, segment=args.segment,

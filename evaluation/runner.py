@@ -46,6 +46,7 @@ class Settings:
     corrector_steps: int = 1
     denoise: bool = True
     schedule: str = "linear"
+    final_step: bool | None = None  # None: the model's own default
     pesq_mode: str | None = None
     stoi_extended: bool = True
     enhance: bool = False
@@ -66,14 +67,18 @@ class Settings:
             raise ValueError(f"permutation must be one of {PERMUTATIONS}")
 
     def sampler_kwargs(self):
-        return {"N": self.N, "snr": self.snr, "corrector_steps": self.corrector_steps,
-                "denoise": self.denoise, "schedule": self.schedule}
+        kw = {"N": self.N, "snr": self.snr, "corrector_steps": self.corrector_steps,
+              "denoise": self.denoise, "schedule": self.schedule}
+        if self.final_step is not None:
+            kw["final_step"] = self.final_step
+        return kw
 
     def infer_params(self):
         """Folder suffix, e.g. `N-30_snr-0.50_corr-1_den-True_sch-linear[_tag]`."""
         base = "no_proc" if self.no_proc else (
             f"N-{self.N}_snr-{self.snr:.2f}_corr-{self.corrector_steps}"
-            f"_den-{self.denoise}_sch-{self.schedule}")
+            f"_den-{self.denoise}_sch-{self.schedule}"
+            + ("" if self.final_step is None else f"_fin-{self.final_step}"))
         return f"{base}_{self.tag}" if self.tag else base
 
     def resolved_pesq_mode(self, fs):

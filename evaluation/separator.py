@@ -29,10 +29,11 @@ from evaluation.overlap_add import OverlapAdd
 DEFAULT_TEMPLATE = "{source}/{track}.wav"  # unlabelled sources (speakers): one folder each
 STEM_TEMPLATE = "{track}/{source}.wav"  # labelled stems: a folder per track (drums.wav, ...)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
-SAMPLER_OPTIONS = ("N", "snr", "corrector_steps", "denoise", "schedule", "predictor", "corrector")
+SAMPLER_OPTIONS = ("N", "snr", "corrector_steps", "denoise", "schedule", "predictor", "corrector",
+                   "final_step")
 # Sources named s1, s2, ... are speakers in arbitrary order: their order needs re-matching.
 _SPEAKER_NAME = re.compile(r"s\d+")
-MIN_INPUT_S = 0.1  # shorter inputs carry too little to separate (and a 1-sample std is 0)
+MIN_INPUT_S = 0.05  # shorter inputs carry too little to separate (a 1-sample std is 0)
 # Temporary output files: `.<name>.<pid>.partial`, renamed into place when complete.
 _PARTIAL = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.partial")
 

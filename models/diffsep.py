@@ -25,7 +25,7 @@ NORM_EPS = 1e-5
 PARAMETERIZATIONS = ("score", "data")  # what the network outputs: the score, or E[x0 | x_t]
 LOSS_WEIGHTINGS = ("score", "unit")
 SAMPLER_DEFAULTS = dict(predictor="reverse_diffusion", corrector="ald2", N=30, snr=0.5,
-                        corrector_steps=1, denoise=True, schedule="linear", final_step=False)
+                        corrector_steps=1, denoise=True, schedule="linear", final_step=True)
 
 
 def normalize(mix, tgt=None, eps=NORM_EPS):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from models.loading import CONFIG_KEY, load_model, read_checkpoint
 
@@ -47,15 +48,25 @@ def resolve_model(spec: str | Path | None) -> Path:
     return path
 
 
-def export(ckpt_path, out_path, meta: dict | None = None) -> Path:
-    """Write the inference-only file of a training checkpoint (EMA weights)."""
+def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None = None) -> Path:
+    """Write the inference-only file of a training checkpoint (EMA weights).
+
+    `sampler` overrides keys of the stored `model.sampler` (the defaults that
+    `separate.py` and `evaluate.py` use), e.g. `{"N": 8, "final_step": True}`.
+    """
     model = load_model(ckpt_path, "cpu")
     ckpt = read_checkpoint(ckpt_path)
+    config = ckpt[CONFIG_KEY]
+    if sampler:
+        unknown = set(sampler) - set(config["model"]["sampler"])
+        if unknown:
+            raise ValueError(f"unknown sampler keys {sorted(unknown)}")
+        config["model"]["sampler"].update(sampler)
     info = {"global_step": int(ckpt.get("global_step", -1)),
             "epoch": int(ckpt.get("epoch", -1)),
             "source_checkpoint": Path(ckpt_path).name}  # fmt: skip
     info.update(meta or {})
-    payload = {CONFIG_KEY: ckpt[CONFIG_KEY],
+    payload = {CONFIG_KEY: config,
                "state_dict": {k: v.clone() for k, v in model.state_dict().items()},
                META_KEY: info}  # fmt: skip
     out_path = Path(out_path)
@@ -74,9 +85,12 @@ def main(argv=None) -> int:
     p.add_argument("output", type=Path)
     p.add_argument("--meta", nargs="*", default=[], metavar="KEY=VALUE",
                    help="facts about the run stored in the file (hardware, hours, ...)")
+    p.add_argument("--sampler", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="default sampler settings of the shipped model, e.g. N=8 final_step=true")
     args = p.parse_args(argv)
     meta = dict(kv.split("=", 1) for kv in args.meta)
-    out = export(args.checkpoint, args.output, meta)
+    sampler = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sampler)}
+    out = export(args.checkpoint, args.output, meta, sampler)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

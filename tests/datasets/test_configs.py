@@ -20,7 +20,10 @@ CASES = {
     "synth_nr": ("vctk_root", 2, 16000, ["clean", "noise"]),
     "musdb": ("musdb_root", 4, 8000, ["drums", "bass", "other", "vocals"]),
     "synth_music": ("musdb_root", 4, 8000, ["drums", "bass", "other", "vocals"]),
+    "voices": ("wsj0_root", 2, 8000, ["s1", "s2"]),
 }
+# where the training corpus's root is (voices: the corpus that DynamicMix remixes)
+TRAIN_NODE = {"voices": "datamodule.train.corpus"}
 
 
 def test_every_config_is_tested():
@@ -39,7 +42,7 @@ def test_config_instantiates(name, request):
         f"+datamodule={name}",
         f"+n_speakers={n_spk}",
         f"+fs={fs}",
-        f"datamodule.train.root={root}",
+        f"{TRAIN_NODE.get(name, 'datamodule.train')}.root={root}",
         "datamodule.batch_size=2",
         "datamodule.num_workers=0",
         *extra,
@@ -54,11 +57,15 @@ def test_config_instantiates(name, request):
         assert ds.n_sources == len(sources) and ds.fs == fs and len(ds) > 0
     if fixture in ("vctk_root", "musdb_root"):  # val is held out of the train folder
         assert not set(dm.train_set.names) & set(dm.val_set.names)
+    if name == "voices":  # training examples are remixes of the corpus's sources
+        assert type(dm.train_set).__name__ == "DynamicMix"
+        assert dm.train_set.corpus.split == "tr" and dm.val_set.split == "cv"
     if name == "synth_music":  # validation tracks from the corpus manifest
         assert dm.val_set.names == [MUSDB_TRAIN[-1]]
     mix, tgt, lengths = next(iter(dm.train_dataloader()))
     assert mix.shape[:2] == (2, 1) and tgt.shape[:2] == (2, len(sources))
-    crop = cfg.datamodule.train.get("max_len_s") or cfg.datamodule.train.get("segment_s")
+    train = cfg.datamodule.train.get("corpus") or cfg.datamodule.train
+    crop = train.get("max_len_s") or train.get("segment_s")
     assert mix.shape[-1] == round(crop * fs)
     mix, tgt, lengths = next(iter(dm.val_dataloader()))
     assert mix.shape[0] == 1 and tgt.shape[1] == len(sources)

@@ -69,6 +69,16 @@ def test_remixes_sum_to_the_mixture_with_distinct_speakers_and_wsj_levels(corpus
     assert len(seen) >= 7  # far more pairs than the corpus's four
 
 
+def test_names_without_speakers_still_remix(tmp_path):
+    from tests.datasets.corpora import make_wsj0
+
+    make_wsj0(tmp_path)  # names utt00, utt01, ...: the speakers are unknown
+    ds = DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.1))
+    torch.manual_seed(0)
+    mix, srcs = ds[0]
+    assert srcs.shape == (2, 800) and torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
+
+
 def test_p_zero_returns_the_corpus_items(corpus):
     ds = DynamicMix(corpus, p=0.0)
     torch.manual_seed(3)

@@ -26,4 +26,4 @@ def test_demo_evaluates_with_the_sampler_the_model_validated_with(tmp_path):
     torch.save({"state_dict": {}, "diffsep_config": config}, path)
     args = [str(a) for a in demo.sampler_args(path)]
     assert args == ["-N", "8", "--corrector-steps", "2", "--snr", "0.4", "--denoise", "false",
-                    "--schedule", "log"]
+                    "--schedule", "log", "--final-step", "false"]  # absent: trained before it

@@ -241,7 +241,7 @@ def test_evaluate_and_evaluate_mp_report_per_stem_metrics(music_ckpt, tmp_path, 
     assert [r["name"] for r in records] == ["Test X - One", "Test Y - Two"]
     for rec in records:
         assert rec["status"] == "ok" and rec["source_names"] == STEMS
-        assert rec["perm"] == [0, 1, 2, 3] and rec["nfe"] == 2
+        assert rec["perm"] == [0, 1, 2, 3] and rec["nfe"] == 2 + 1  # + the final step
         assert all(len(rec[f]) == 4 for f in ("sdr", "isr", "sir", "sar", "mix_sdr", "si_sdr"))
     ms = summary["metric_settings"]
     assert ms["metrics"] == "music" and ms["permutation"] == "none" and ms["fs"] == 44100
