@@ -68,7 +68,8 @@ def test_config_instantiates(name, request):
     crop = train.get("max_len_s") or train.get("segment_s")
     assert mix.shape[-1] == round(crop * fs)
     mix, tgt, lengths = next(iter(dm.val_dataloader()))
-    assert mix.shape[0] == 1 and tgt.shape[1] == len(sources)
+    assert mix.shape[0] == min(dm.val_batch_size, len(dm.val_set))
+    assert tgt.shape[1] == len(sources)
 
 
 def test_reference_batch_sizes():
