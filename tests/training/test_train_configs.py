@@ -36,13 +36,18 @@ def test_separation_experiment_values():
     assert (m.sde.sigma_min, m.sde.sigma_max, m.sde.d_lambda, m.sde.N) == (0.05, 0.5, 2.0, 30)
     assert (m.sampler.N, m.sampler.snr, m.sampler.corrector, m.sampler.corrector_steps) == (
         30, 0.5, "ald2", 1)
-    assert m.valid_max_sep_batches == 2
+    assert m.valid_max_sep_batches * cfg.datamodule.val_batch_size >= 10
+    assert cfg.checkpoint.save_top_k >= 5
     assert cfg.datamodule.batch_size == 6 and cfg.datamodule.train.max_len_s == 5.0
+    OmegaConf.resolve(cfg.datamodule)
+    assert cfg.datamodule.train.cut == cfg.datamodule.val.cut == cfg.datamodule.test.cut == "max"
+    assert m.score_model.backbone.centered is False  # the reference's 2 x - 1 input
     t = cfg.trainer
     assert (t.gradient_clip_val, t.accumulate_grad_batches, t.check_val_every_n_epoch) == (5, 2, 5)
-    # With the multi-GPU trainer the experiment's values still hold.
-    multi = compose_config(["experiment=icassp-separation", "trainer=allgpus"])
-    assert multi.trainer.devices == -1 and multi.trainer.accumulate_grad_batches == 2
+    # every GPU by default; trainer=cpu still composes for debugging
+    assert t.devices == -1 and t.accelerator == "gpu"
+    cpu = compose_config(["experiment=icassp-separation", "trainer=cpu"])
+    assert cpu.trainer.accelerator == "cpu" and cpu.trainer.accumulate_grad_batches == 2
 
 
 def test_enhancement_and_demo_values():
