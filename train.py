@@ -55,6 +55,11 @@ def build_callbacks(cfg, ckpt_dir):
 def main(cfg: DictConfig):
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    # Fixed-size training crops: let cuDNN pick its fastest kernels once, and use TF32
+    # tensor cores for float32 matmuls and convolutions (Ampere and later).
+    torch.backends.cudnn.benchmark = bool(cfg.gpu.cudnn_benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = bool(cfg.gpu.tf32)
+    torch.backends.cudnn.allow_tf32 = bool(cfg.gpu.tf32)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.datamodule)

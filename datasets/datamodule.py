@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -19,6 +20,11 @@ def seed_worker(worker_id: int) -> None:
     is drawn from the main process RNG every epoch; the loaders draw crops from
     torch's RNG, and this keeps any numpy/random use in the same scheme.
     """
+    # DDP ranks share the loader's seeds (one data order, split between ranks): the
+    # rank keeps their workers' random draws (crops, remixes) apart.
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    if rank:
+        torch.manual_seed((torch.initial_seed() + 7919 * rank) % 2**63)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -50,11 +50,15 @@ class EMA:
             raise RuntimeError("EMA.update called while the EMA weights are swapped in")
         self.num_updates += 1
         decay = self.current_decay()
+        shadows, weights = [], []
         for name, tensor in self._tracked(module):
             shadow = self.shadow[name]
             if shadow.device != tensor.device:
                 shadow = self.shadow[name] = shadow.to(tensor.device)
-            shadow.lerp_(tensor.detach(), 1.0 - decay)
+            shadows.append(shadow)
+            weights.append(tensor.detach())
+        if shadows:  # one fused update instead of a kernel launch per tensor
+            torch._foreach_lerp_(shadows, weights, 1.0 - decay)
 
     def current_decay(self):
         """Decay used by the latest update."""

@@ -149,9 +149,14 @@ class STFTScoreModel(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
         _check_inputs(x, t, mix, self.n_sources)
         L = x.shape[-1]
-        X, n_frames, S = self.analysis(torch.cat([x, mix], dim=1), raw=True)
+        # Under mixed precision only the backbone runs in bf16 / fp16: the STFT, the
+        # compression and the complex arithmetic stay in float32 (view_as_complex has no
+        # bf16 version, and the compression's powers lose too much in 8 mantissa bits).
+        with torch.autocast(x.device.type, enabled=False):
+            X, n_frames, S = self.analysis(torch.cat([x, mix], dim=1).float(), raw=True)
         Y = self.backbone(X, t)
-        return self.synthesis(Y, n_frames, L, S[:, -1:])
+        with torch.autocast(x.device.type, enabled=False):
+            return self.synthesis(Y.float(), n_frames, L, S[:, -1:])
 
 
 class WaveformScoreModel(nn.Module):

@@ -20,6 +20,7 @@ network's own estimate on refinement steps, so ``z_pi`` explains ``x_t`` from th
 permuted sources in every case.
 """
 
+import functools
 import itertools
 
 import torch
@@ -93,7 +94,7 @@ def sample_time(sde, batch_size, t_eps, method="uniform", device="cpu", generato
         # density is linear, so the quadratic cell CDF is inverted exactly.
         grid = torch.linspace(t_eps, sde.T, table_size, device=device, dtype=torch.float64)
         dens = sde.noise_std(grid.float()).to(torch.float64).clamp_min(0.0)
-        h = grid[1] - grid[0]
+        h = (sde.T - t_eps) / (table_size - 1)  # a Python float: no device sync
         cdf = torch.cat([grid.new_zeros(1), torch.cumsum((dens[1:] + dens[:-1]) * h / 2, 0)])
         target = u.to(torch.float64) * cdf[-1]
         idx = torch.searchsorted(cdf, target, right=True).clamp(1, table_size - 1)
@@ -101,7 +102,7 @@ def sample_time(sde, batch_size, t_eps, method="uniform", device="cpu", generato
         slope = (d1 - d0) / h
         # Root of d0 x + slope x^2 / 2 = rest, in the form that is stable for slope -> 0.
         x = 2 * rest / (d0 + (d0**2 + 2 * slope * rest).clamp_min(0.0).sqrt()).clamp_min(1e-30)
-        t = grid[idx - 1] + x.clamp(0.0, h.item())
+        t = grid[idx - 1] + x.clamp(0.0, h)
         return t.clamp(t_eps, sde.T).to(u.dtype)
     raise ValueError(f"unknown time sampling {method!r}, use one of {TIME_SAMPLINGS}")
 
@@ -123,9 +124,15 @@ def order_sources(x0, order, generator=None):
     return torch.gather(x0, 1, idx[..., None].expand_as(x0))
 
 
-def permutations(n_sources, device="cpu"):
-    """All K! orderings as a long tensor ``(K!, K)``; row 0 is the identity."""
+@functools.lru_cache(maxsize=32)
+def _permutations(n_sources, device):
     return torch.tensor(list(itertools.permutations(range(n_sources))), device=device)
+
+
+def permutations(n_sources, device="cpu"):
+    """All K! orderings as a long tensor ``(K!, K)``; row 0 is the identity. Built once
+    per (K, device) and cached: no host-to-device copy per training step. Read-only."""
+    return _permutations(int(n_sources), torch.device(device))
 
 
 def permuted_noise_targets(sde, x0, t, mix, z, base, perms):

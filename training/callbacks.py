@@ -134,7 +134,17 @@ class RNGState(Callback):
     an epoch (after validation: the `last.ckpt` of every epoch) repeats the uninterrupted
     run step for step. A checkpoint written in the middle of an epoch resumes with a new
     pass over the data for the rest of that epoch: its data order differs from there on.
+    With several DDP ranks each rank's generators are offset by its rank after seeding
+    and after a restore, so ranks draw different times, noises and remixes.
     """
+
+    def setup(self, trainer, pl_module, stage):
+        # DDP ranks start from one seed (the same initial weights and EMA); from here on
+        # each rank draws its own times, noises and examples. Lightning restores a
+        # checkpoint after this hook, and `load_state_dict` then offsets by rank again.
+        self.rank, self.world = trainer.global_rank, trainer.world_size
+        if self.world > 1:
+            _offset_generators(self.rank)
 
     def state_dict(self):
         np_state = np.random.get_state()
@@ -155,6 +165,16 @@ class RNGState(Callback):
         random.setstate(_to_tuples(state_dict["python"]))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+        if getattr(self, "world", 1) > 1:  # the checkpoint holds rank 0's generators
+            _offset_generators(self.rank)
+
+
+def _offset_generators(rank: int) -> None:
+    """Reseed every generator from its current state and `rank` (deterministic)."""
+    seed = int(torch.randint(2**62, ())) + 7919 * rank
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def _to_lists(x):

@@ -135,3 +135,15 @@ class StepHashes(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(f"{trainer.global_step} {state_hash(pl_module.score_model)}\n")
+
+
+class RankDraw(Callback):
+    """Each rank writes its first random draw of training (per-rank seeding test)."""
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+
+    def on_train_start(self, trainer, pl_module):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        draw = float(torch.rand(()))
+        (self.out_dir / f"rank{trainer.global_rank}.txt").write_text(f"{draw!r}\n")

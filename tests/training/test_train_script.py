@@ -119,7 +119,9 @@ def test_ddp_two_cpu_processes(tmp_path, wsj0):
             "trainer.strategy=ddp", "trainer.max_steps=3", "trainer.limit_val_batches=1",
             f"hydra.run.dir={run}",
             "+callbacks.hash._target_=tests.training.fixtures.WeightsHash",
-            f"+callbacks.hash.out_dir={hashes}"]
+            f"+callbacks.hash.out_dir={hashes}",
+            "+callbacks.draw._target_=tests.training.fixtures.RankDraw",
+            f"+callbacks.draw.out_dir={tmp_path / 'draws'}"]
     before = repo_run_dirs()
     run_train(args, timeout=600)
     files = sorted(hashes.iterdir())
@@ -127,6 +129,9 @@ def test_ddp_two_cpu_processes(tmp_path, wsj0):
     values = [f.read_text().split() for f in files]
     assert values[0] == values[1] and values[0][1] == "3"
     # Rank 1 is started with rank 0's hydra.run.dir: no second run dir anywhere.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hashes", "run"]
+    # ... from the same initial weights, yet each rank draws its own times and noises
+    draws = [(tmp_path / "draws" / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert draws[0] != draws[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["draws", "hashes", "run"]
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / ".hydra").is_dir()
     assert repo_run_dirs() == before
