@@ -6,8 +6,10 @@ full disk, leaves the previous file intact and at most a `.<name>.partial` file,
 the next run in that folder removes.
 """
 
+import json
 import os
 import random
+import time
 from pathlib import Path
 from weakref import proxy
 
@@ -183,3 +185,40 @@ def _to_lists(x):
 
 def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+class StepStats(Callback):
+    """Training speed and peak memory, written to `path` (JSON) at the end of training.
+
+    Steps per second are measured from the end of step `skip` (warm-up: cuDNN autotuning,
+    allocator growth) to the end of the last step; peak memory is CUDA's
+    `max_memory_allocated` (None on CPU).
+    """
+
+    def __init__(self, path, skip: int = 10):
+        self.path, self.skip = Path(path), int(skip)
+        self._t0 = self._steps0 = None
+
+    def _sync(self, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.skip:
+            self._sync(pl_module)
+            self._t0, self._steps0 = time.perf_counter(), trainer.global_step
+
+    def on_train_end(self, trainer, pl_module):
+        self._sync(pl_module)
+        steps = trainer.global_step - (self._steps0 or 0)
+        secs = time.perf_counter() - self._t0 if self._t0 is not None else None
+        cuda = pl_module.device.type == "cuda"
+        stats = {"steps_timed": steps, "seconds": secs,
+                 "steps_per_s": steps / secs if secs else None,
+                 "peak_memory_gib": torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+                 if cuda else None,
+                 "precision": str(trainer.precision), "device": str(pl_module.device),
+                 "world_size": trainer.world_size}  # fmt: skip
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(stats, indent=1) + "\n")
