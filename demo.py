@@ -18,7 +18,7 @@
 Each step is the user-facing command, printed before it runs, so the demo is
 also a recipe. Twenty minutes of CPU training make a small model that separates
 the generated speakers by a few dB: the numbers show the pipeline end to end, not
-what the full DiffSep network reaches after days on a GPU (see README).
+what the full DiffSep network reaches after days on a GPU (see docs/demo.md).
 """
 
 import argparse

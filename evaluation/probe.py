@@ -23,7 +23,7 @@ the two. This probe scores them apart, on references the model was not trained o
   It shows whether the sampler keeps, improves or loses what the first estimate
   from the prior had: a model trained only on forward-noised states reads the
   residual separation of its own earlier guesses as if it were the truth's, and
-  the estimates drift (README, "The demo model").
+  the estimates drift (docs/demo.md, "The demo model").
 
 Every number is the mean permutation-invariant SI-SDR improvement over the
 mixture (dB). A model whose ``tweedie`` column is well above zero down from some
