@@ -11,7 +11,13 @@ import sys
 
 from tqdm import tqdm
 
-from evaluation.cli import add_common_args, check_baseline_args, default_device, settings_from_args
+from evaluation.cli import (
+    add_common_args,
+    check_baseline_args,
+    default_device,
+    session_kwargs,
+    settings_from_args,
+)
 from evaluation.inputs import EvaluationInputError
 from evaluation.results import StoreMismatchError, format_summary
 from evaluation.session import EvalSession
@@ -38,8 +44,7 @@ def main(argv=None):
     splits = [s for s in ("val", "test") if getattr(args, s)]
     try:
         session = EvalSession(args.ckpt, settings_from_args(args), splits, args.device,
-                              args.output_dir, config_from=args.config_from,
-                              datamodule=args.datamodule, overrides=args.override)
+                              args.output_dir, **session_kwargs(args))
         todo = {s: session.todo(s, args.overwrite) for s in splits}
     except (EvaluationInputError, StoreMismatchError) as e:
         sys.exit(f"error: {e}")

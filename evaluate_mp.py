@@ -8,7 +8,7 @@ finished utterance is stored at once, so a killed run resumes when restarted.
 import argparse
 import sys
 
-from evaluation.cli import add_common_args, check_baseline_args, settings_from_args
+from evaluation.cli import add_common_args, check_baseline_args, session_kwargs, settings_from_args
 from evaluation.inputs import EvaluationInputError
 from evaluation.parallel import run_workers, worker_devices
 from evaluation.results import StoreMismatchError, format_summary
@@ -38,8 +38,7 @@ def main(argv=None):
         # Built once here on CPU to fail early; workers rebuild it on their device.
         session = EvalSession(args.ckpt, settings_from_args(args), splits, "cpu",
                               args.output_dir, libri_root=args.libri_root,
-                              config_from=args.config_from, datamodule=args.datamodule,
-                              overrides=args.override)
+                              **session_kwargs(args))
         todo = {s: session.todo(s, args.overwrite) for s in splits}
     except (EvaluationInputError, StoreMismatchError) as e:
         sys.exit(f"error: {e}")

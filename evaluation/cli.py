@@ -29,14 +29,16 @@ def add_common_args(parser):
                         help="Limit the number of samples to process")
     parser.add_argument("--save-n", type=int, default=0,
                         help="Save audio and a reverse-process figure for the first N samples")
-    parser.add_argument("-N", type=int, default=30, help="Number of steps")
-    parser.add_argument("--snr", type=float, default=0.5, help="Step size of corrector")
-    parser.add_argument("--corrector-steps", type=int, default=1,
+    parser.add_argument("-N", type=int, default=None,
+                        help="Number of steps (default: the checkpoint's sampler, as for all "
+                        "the sampler options below)")
+    parser.add_argument("--snr", type=float, default=None, help="Step size of corrector")
+    parser.add_argument("--corrector-steps", type=int, default=None,
                         help="Number of corrector steps")
-    parser.add_argument("--denoise", type=str2bool, default=True,
+    parser.add_argument("--denoise", type=str2bool, default=None,
                         help="Use denoising in solver (true/false)")
     parser.add_argument("-s", "--schedule", choices=("linear", "log", "revlog"),
-                        default="linear", help="Time-step schedule of the sampler")
+                        default=None, help="Time-step schedule of the sampler")
     parser.add_argument("--final-step", type=str2bool, default=None,
                         help="End with the Tweedie step from t_eps to 0 (true/false; "
                         "default: the model's, true for models trained now)")
@@ -63,13 +65,17 @@ def add_common_args(parser):
                         help="Seed; each utterance's sampler is seeded from (seed, index)")
     parser.add_argument("--overwrite", action="store_true",
                         help="Discard finished records instead of resuming from them")
+    parser.add_argument("--data-root", default=None,
+                        help="Read the checkpoint's datasets from this root folder instead of "
+                        "the one it was trained with (same layout)")
     base = parser.add_argument_group(f"{NO_PROC} baseline data (one of)")
     base.add_argument("-c", "--config-from", default=None,
                       help="Take the datasets from the config stored in this checkpoint")
     base.add_argument("--datamodule", default=None,
                       help="Take the datasets from config/datamodule/NAME.yaml")
     base.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                      help="Hydra override for --datamodule (repeatable)")
+                      help="Hydra override of --datamodule, or of a checkpoint's datamodule.* "
+                      "config (repeatable)")
     # Tests only: end the process abruptly after N records, as a kill would.
     parser.add_argument("--_stop-after", dest="stop_after", type=int, default=None,
                         help=argparse.SUPPRESS)
@@ -86,10 +92,21 @@ def settings_from_args(args):
         overlap=args.overlap)
 
 
+def session_kwargs(args):
+    """The data options of EvalSession from the parsed arguments."""
+    return {"config_from": args.config_from, "datamodule": args.datamodule,
+            "overrides": args.override, "data_root": args.data_root}
+
+
 def check_baseline_args(parser, args):
-    if args.ckpt != NO_PROC and (args.config_from or args.datamodule or args.override):
-        parser.error("--config-from/--datamodule/--override only apply to " + NO_PROC)
+    if args.ckpt != NO_PROC and (args.config_from or args.datamodule):
+        parser.error("--config-from/--datamodule only apply to " + NO_PROC)
     if args.config_from and args.datamodule:
         parser.error("give either --config-from or --datamodule, not both")
-    if args.override and not args.datamodule:
-        parser.error("--override needs --datamodule")
+    if args.ckpt == NO_PROC and args.override and not args.datamodule:
+        parser.error(f"--override needs --datamodule with {NO_PROC}")
+    bad = [o for o in args.override if not o.startswith("datamodule.") or "=" not in o]
+    if args.ckpt != NO_PROC and bad:
+        parser.error(f"--override with a checkpoint takes datamodule.KEY=VALUE, got {bad}")
+    if args.data_root and args.ckpt == NO_PROC and not args.config_from:
+        parser.error("--data-root applies to a checkpoint's config (or --config-from)")

@@ -17,7 +17,7 @@ are matched to the references (PIT) unless the separator's outputs are labelled
 import os
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import soxr
@@ -41,12 +41,13 @@ MUSIC_SEGMENT_S = 10.0  # default segment of music tracks (full songs do not fit
 class Settings:
     """Sampler and metric settings of a run (None pesq_mode: chosen from fs)."""
 
-    N: int = 30
-    snr: float = 0.5
-    corrector_steps: int = 1
-    denoise: bool = True
-    schedule: str = "linear"
-    final_step: bool | None = None  # None: the model's own default
+    # Sampler options; None takes the model's own (`resolve_sampler`).
+    N: int | None = 30
+    snr: float | None = 0.5
+    corrector_steps: int | None = 1
+    denoise: bool | None = True
+    schedule: str | None = "linear"
+    final_step: bool | None = None
     pesq_mode: str | None = None
     stoi_extended: bool = True
     enhance: bool = False
@@ -65,6 +66,12 @@ class Settings:
             raise ValueError(f"metrics must be one of {METRIC_SETS}, got {self.metrics!r}")
         if self.permutation not in PERMUTATIONS:
             raise ValueError(f"permutation must be one of {PERMUTATIONS}")
+
+    def resolve_sampler(self, model_sampler):
+        """These settings with every None sampler option taken from `model_sampler`."""
+        filled = {k: model_sampler[k] for k in ("N", "snr", "corrector_steps", "denoise",
+                                                "schedule") if getattr(self, k) is None}
+        return replace(self, **filled)
 
     def sampler_kwargs(self):
         kw = {"N": self.N, "snr": self.snr, "corrector_steps": self.corrector_steps,

@@ -11,9 +11,13 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from evaluation.inputs import build_dataset, load_separator
+import yaml
+from omegaconf import OmegaConf
+
+from evaluation.inputs import EvaluationInputError, build_dataset, load_separator
 from evaluation.results import ItemStore, write_results
 from evaluation.runner import NO_PROC, evaluate_indices
+from models.diffsep import SAMPLER_DEFAULTS
 
 
 def _versions():
@@ -38,30 +42,61 @@ def _file_id(path):
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def redirect_data(config, data_root=None, overrides=()):
+    """Point the datasets of a checkpoint's config at `data_root` (every `root` key of
+    `datamodule`) and apply `datamodule.KEY=VALUE` overrides, in place."""
+    if config is None or (not data_root and not overrides):
+        return
+    if "datamodule" not in config:
+        raise EvaluationInputError("the checkpoint's config has no datamodule to redirect")
+    if data_root:
+        stack = [config.datamodule]
+        while stack:
+            node = stack.pop()
+            if OmegaConf.is_dict(node):
+                for key in list(node.keys()):
+                    if key == "root":
+                        node[key] = str(data_root)
+                    else:
+                        stack.append(node[key])
+    for item in overrides:
+        key, value = item.split("=", 1)
+        OmegaConf.update(config, key, yaml.safe_load(value), merge=True)
+
+
 class EvalSession:
     """Separator, datasets of the requested splits and the result folder."""
 
     def __init__(self, ckpt, settings, splits, device="cpu", output_dir="results",
-                 libri_root="data/LibriMix", config_from=None, datamodule=None, overrides=()):
+                 libri_root="data/LibriMix", config_from=None, datamodule=None, overrides=(),
+                 data_root=None):
         self.spec = {"ckpt": ckpt, "settings": settings, "splits": list(splits),
                      "output_dir": str(output_dir), "libri_root": libri_root,
                      "config_from": config_from, "datamodule": datamodule,
-                     "overrides": list(overrides)}
-        self.ckpt, self.settings, self.device = ckpt, settings, device
+                     "overrides": list(overrides), "data_root": data_root}
+        self.ckpt, self.device = ckpt, device
         self.separator = load_separator(ckpt, device, config_from, datamodule, overrides)
+        if datamodule is None:  # a checkpoint's config: point it at other data if asked
+            redirect_data(self.separator.config, data_root, overrides)
+        # Sampler options not given take the model's own (the baseline has none).
+        self.settings = settings.resolve_sampler(
+            getattr(self.separator, "sampler", None) or SAMPLER_DEFAULTS)
         # Build every split first: a missing folder fails before any work is done.
         self.datasets = {s: build_dataset(self.separator, s, libri_root) for s in splits}
         ckpt_name = "" if ckpt == NO_PROC else Path(ckpt).stem  # infer_params says no_proc
-        parts = [self.separator.exp_name, ckpt_name, settings.infer_params()]
+        parts = [self.separator.exp_name, ckpt_name, self.settings.infer_params()]
         self.result_dir = Path(output_dir) / "_".join(p for p in parts if p)
 
     def source_id(self):
         if self.ckpt != NO_PROC:
-            return {"checkpoint": _file_id(self.ckpt)}
+            sp = self.spec
+            data = ({"data_root": sp["data_root"], "overrides": sp["overrides"]}
+                    if sp["data_root"] or sp["overrides"] else {})
+            return {"checkpoint": _file_id(self.ckpt), **data}
         sp = self.spec
         src = _file_id(sp["config_from"]) if sp["config_from"] else None
         return {"checkpoint": NO_PROC, "config_from": src, "datamodule": sp["datamodule"],
-                "overrides": sp["overrides"]}
+                "overrides": sp["overrides"], "data_root": sp["data_root"]}
 
     def indices(self, split):
         n = len(self.datasets[split])

@@ -201,3 +201,25 @@ def test_failed_items_make_the_run_fail_and_are_retried_after_a_fix(tmp_path, ca
     assert summary["n_ok"] == 3 and summary["n_failed"] == 0
     assert [r["status"] for r in records] == ["ok"] * 3
     assert not list((tmp_path / "res").rglob("*.failed.json"))
+
+
+def test_checkpoint_sampler_is_the_default_and_data_can_move(tiny_ckpt, corpus, tmp_path):
+    import shutil
+
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    ckpt["diffsep_config"]["model"]["sampler"].update(N=3, corrector="none", final_step=False)
+    own = tmp_path / "own.ckpt"
+    torch.save(ckpt, own)
+    moved = tmp_path / "moved"
+    shutil.copytree(corpus[0], moved)  # the same corpus at another path
+    out = tmp_path / "res"
+    single_thread(evaluate.main, [str(own), "--test", "-l", "1", "-d", "cpu", "-o", str(out),
+                                  "--data-root", str(moved)])
+    folder = out / "tinyeval_own_N-3_snr-0.50_corr-1_den-True_sch-linear"
+    records, summary = read_results(folder, "test")
+    assert records[0]["nfe"] == 3  # the checkpoint's N = 3, no corrector, no final step
+    assert summary["source"]["data_root"] == str(moved)
+    with pytest.raises(SystemExit, match="missing folder"):  # the redirect is what is read
+        evaluate.main([str(own), "--test", "--data-root", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit):  # the override is checked: datamodule keys only
+        evaluate.main([str(own), "--test", "--override", "model.sampler.N=5"])
