@@ -110,7 +110,7 @@ def score_examples(separated, examples=EXAMPLES):
     import numpy as np
     import soundfile as sf
 
-    from evaluation.metrics import score_item
+    from metrics.separation import score_item
 
     rows = {"unprocessed mixture": [], "DiffSep (shipped model)": []}
     names = sorted(p.stem for p in (examples / "mix").glob("*.wav"))

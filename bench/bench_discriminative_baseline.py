@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluation.metrics import pit_si_sdr, si_sdr  # noqa: E402
+from metrics.separation import pit_si_sdr, si_sdr  # noqa: E402
 from models.diffsep import denormalize, normalize  # noqa: E402
 from models.loading import MODEL_TARGETS, check_targets  # noqa: E402
 

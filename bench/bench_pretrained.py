@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from datasets.audio import DatasetError  # noqa: E402
 from datasets.wsj0_mix import WSJ0Mix  # noqa: E402
-from evaluation.metrics import score_item  # noqa: E402
 from evaluation.runner import Settings, evaluate_item  # noqa: E402
+from metrics.separation import score_item  # noqa: E402
 from models.loading import load_model  # noqa: E402
 from models.pretrained import resolve_model  # noqa: E402
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from evaluation.bss_eval_v4 import frame_starts, track_metrics
-from evaluation.metrics import si_bss_eval, si_sdr
+from metrics.separation import si_bss_eval, si_sdr
 
 WIN_S = HOP_S = 1.0  # SiSEC 2018 windows
 FILTER_LEN = 512  # museval's distortion filter taps (ISR, SIR, SAR; SDR needs none)

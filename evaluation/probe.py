@@ -33,7 +33,7 @@ prior.
 
 import torch
 
-from evaluation import metrics
+from metrics import separation as metrics
 from models.diffsep import normalize
 
 DEFAULT_TIMES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

@@ -24,10 +24,10 @@ import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from evaluation.metrics import default_pesq_mode, score_item
 from evaluation.music import score_music_item
 from evaluation.overlap_add import OverlapAdd
 from evaluation.samples import save_sample
+from metrics.separation import default_pesq_mode, score_item
 
 NO_PROC = "__no_proc__"
 LIBRI_SPLITS = ("libri-clean", "libri-noisy")

@@ -8,7 +8,7 @@ are drawn and scored lives in :mod:`models.training_strategies`.
 import pytorch_lightning as pl
 import torch
 
-from evaluation import metrics
+from metrics import separation as metrics
 from models.ema import EMA
 from models.tb_logging import log_separation_example, tensorboard_writer
 from models.training_strategies import (

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import (
+from metrics.separation import (
     default_pesq_mode,
     pairwise_si_sdr,
     pesq_score,

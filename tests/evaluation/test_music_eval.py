@@ -12,10 +12,10 @@ import evaluate
 import evaluate_mp
 import separate
 from evaluation.bss_eval_v4 import bss_eval_v4, track_metrics
-from evaluation.metrics import si_bss_eval
 from evaluation.music import framewise_sdr
 from evaluation.results import ItemStore, format_summary, summarize
 from evaluation.runner import MixtureBaseline, Settings, evaluate_indices
+from metrics.separation import si_bss_eval
 from tests.datasets.corpora import write_wav
 from tests.evaluation.toy import assert_same_records, read_results, single_thread
 

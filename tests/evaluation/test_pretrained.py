@@ -55,7 +55,7 @@ def test_resolve_model_by_name_path_or_default(tiny_ckpt, tmp_path):
 @pytest.mark.slow
 def test_the_shipped_model_loads_safely_and_separates_its_examples():
     from demo import EXAMPLES
-    from evaluation.metrics import pit_si_sdr, si_sdr
+    from metrics.separation import pit_si_sdr, si_sdr
 
     path = pretrained_path(DEFAULT_MODEL)
     raw = torch.load(path, map_location="cpu", weights_only=True)

@@ -45,7 +45,7 @@ def test_exact_score_gives_back_the_sources_at_every_t_and_from_the_prior():
 def test_zero_score_is_the_inverse_mean_map_of_x_t():
     """With s = 0, Tweedie for the mixing SDE is P x_t + e^{gamma t} Pbar x_t (the mean
     map (P + e^{-gamma t} Pbar) x0 undone), written out here by hand."""
-    from evaluation.metrics import pit_si_sdr, si_sdr
+    from metrics.separation import pit_si_sdr, si_sdr
 
     model, mix, tgt = _setup(ZeroScore)
     t = 0.3
@@ -122,7 +122,7 @@ def test_trajectory_of_the_exact_score(final_step):
 
 def test_trajectory_is_seeded_and_starts_from_the_prior():
     """The first state is the sampler's prior draw for that seed (scored here by hand)."""
-    from evaluation.metrics import pit_si_sdr, si_sdr
+    from metrics.separation import pit_si_sdr, si_sdr
 
     model, mix, tgt = _setup(ZeroScore)
     a, b = trajectory(model, mix, tgt, N=3, seed=5), trajectory(model, mix, tgt, N=3, seed=5)

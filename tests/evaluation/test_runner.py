@@ -7,9 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from evaluation.metrics import pesq_score, si_bss_eval, si_sdr, stoi_score
 from evaluation.results import ItemStore, StoreMismatchError, summarize
 from evaluation.runner import MixtureBaseline, Settings, evaluate_indices, item_seed
+from metrics.separation import pesq_score, si_bss_eval, si_sdr, stoi_score
 from tests.evaluation.toy import FakeOracle, ToyMix, assert_same_records, toy_items
 
 FIELDS = {"index", "name", "split", "seed", "status", "error", "n_samples", "duration_s",

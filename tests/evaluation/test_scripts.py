@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 import evaluate
 import evaluate_mp
-from evaluation.metrics import si_bss_eval, si_sdr
 from evaluation.runner import item_seed
+from metrics.separation import si_bss_eval, si_sdr
 from tests.evaluation.toy import (
     assert_same_records,
     read_results,

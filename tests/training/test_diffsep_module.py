@@ -123,7 +123,7 @@ def test_separate_with_the_oracle_score_recovers_the_sources(final_step, min_db)
     """Normalisation, sampler wiring and de-normalisation, independent of any network."""
     from functools import partial
 
-    from evaluation.metrics import pit_si_sdr
+    from metrics.separation import pit_si_sdr
     from models.diffsep import DiffSepModel
     from sdes import MixSDE
 
@@ -146,7 +146,7 @@ def test_default_sampler_has_no_end_point_cap():
     t_eps and the estimates stop at about 11 to 38 dB)."""
     from functools import partial
 
-    from evaluation.metrics import pit_si_sdr
+    from metrics.separation import pit_si_sdr
     from models.diffsep import DiffSepModel
     from sdes import MixSDE
 
@@ -179,7 +179,7 @@ class _OracleMinusGaussian(nn.Module):
 def test_score_skip_adds_the_gaussian_source_score_in_loss_and_sampler():
     from functools import partial
 
-    from evaluation.metrics import pit_si_sdr
+    from metrics.separation import pit_si_sdr
     from models.diffsep import DiffSepModel
     from sdes import MixSDE
 
@@ -261,7 +261,7 @@ def test_data_parameterization_turns_a_separator_into_the_score():
     separation like the oracle's; a wrong estimate costs |L^{-1} A (x0_hat - x0)|^2."""
     from functools import partial
 
-    from evaluation.metrics import pit_si_sdr
+    from metrics.separation import pit_si_sdr
     from models.diffsep import DiffSepModel
     from sdes import MixSDE
     from sdes.base import StdOp, apply_op
