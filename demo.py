@@ -46,10 +46,15 @@ def run(cmd, log=None):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     if log is None:
         proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env)
-    else:
+    else:  # everything to the log; the training's progress lines to the terminal too
         with open(log, "w") as f:
-            proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, stdout=f,
-                                  stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for line in proc.stdout:
+                f.write(line)
+                if line.startswith("[train]"):
+                    print("  " + line, end="", flush=True)
+            proc.wait()
     if proc.returncode != 0:
         hint = f" (log: {log})" if log else ""
         sys.exit(f"demo: step failed with exit code {proc.returncode}{hint}")

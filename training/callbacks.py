@@ -222,3 +222,43 @@ class StepStats(Callback):
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(stats, indent=1) + "\n")
+
+
+class ProgressPrinter(Callback):
+    """A line on stdout every `every_s` seconds while training, e.g.
+
+        [train] step 1250  loss 0.352  val SI-SDRi +2.10 dB  12:31 elapsed, 07:29 left
+
+    for runs whose progress bar is off (logs, `make demo`). The loss is the latest logged
+    `train/loss_step`, the SI-SDRi the latest validation's; the time left comes from
+    `trainer.max_time` when it is set.
+    """
+
+    def __init__(self, every_s: float = 30.0):
+        self.every_s = float(every_s)
+        self._t0 = self._last = None
+
+    def on_train_start(self, trainer, pl_module):
+        self._t0 = self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = time.monotonic()
+        if self._last is None or now - self._last < self.every_s or not trainer.is_global_zero:
+            return
+        self._last = now
+        m = trainer.callback_metrics
+        parts = [f"[train] step {trainer.global_step}"]
+        if "train/loss_step" in m:
+            parts.append(f"loss {float(m['train/loss_step']):.3f}")
+        if "val/si_sdri" in m:
+            parts.append(f"val SI-SDRi {float(m['val/si_sdri']):+.2f} dB")
+        elapsed = f"{_mmss(now - self._t0)} elapsed"
+        timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
+        left = timer.time_remaining() if timer is not None else None
+        parts.append(elapsed if left is None else f"{elapsed}, {_mmss(left)} left")
+        print("  ".join(parts), flush=True)
+
+
+def _mmss(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
