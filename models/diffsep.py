@@ -168,6 +168,12 @@ class DiffSepModel(pl.LightningModule):
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, "
                              f"got {parameterization!r}")
         self.parameterization = parameterization
+        backbone = getattr(score_model, "backbone", score_model)
+        if parameterization == "data" and getattr(backbone, "scale_by_sigma", False):
+            raise ValueError(
+                "parameterization 'data' with a backbone that divides its output by t "
+                "(scale_by_sigma): the network outputs sources, not a score; set "
+                "model.score_model.backbone.scale_by_sigma=false")
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
                              f"got {loss_weighting!r}")

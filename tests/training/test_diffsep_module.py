@@ -236,6 +236,10 @@ def test_module_options_are_validated():
     _raises_value_error("+model.sampler.steps=3")
     _raises_value_error("model.val_pesq_mode=xb")
     _raises_value_error("model.n_sources=3")  # the SDE has K = 2
+    # a network that outputs sources must not divide its output by t
+    _raises_value_error("model.parameterization=data",
+                        "model.score_model.backbone.scale_by_sigma=true")
+    build_model("model.parameterization=data", "model.score_model.backbone.scale_by_sigma=false")
     model = build_model("model.init_hack=5", "model.init_hack_p=0.3")
     assert (model.train_strategy, model.mismatch_p) == ("prior_mismatch_pit", 0.3)
     model = build_model("model.init_hack=4", "model.sde.N=25")
