@@ -27,7 +27,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Run evaluation on validation or test dataset")
     add_common_args(parser)
     parser.add_argument("-d", "--device", default=default_device(),
-                        help="Device to use (default: cuda:0 if available, else cpu)")
+                        help="Device to use (default: cuda if available, else cpu)")
     parser.add_argument("--val", action="store_true", help="Run on validation dataset")
     parser.add_argument("--test", action="store_true", help="Run on test dataset")
     parser.add_argument("-w", "--dl-workers", type=int, default=0,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from evaluation.cli import str2bool
 from evaluation.separator import (
     AUDIO_EXTENSIONS,
     DEFAULT_TEMPLATE,
@@ -47,14 +48,6 @@ def load_model(path, device):
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "y", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,16 +86,16 @@ def run_test(trainer, model, datamodule, run_dir):
         return
     if not trainer.is_global_zero:
         return
-    import evaluate
+    from evaluation.results import format_summary
+    from evaluation.runner import Settings
+    from evaluation.session import EvalSession
 
     ckpt = best or str(run_dir / "checkpoints" / "last.ckpt")
-    s = model.sampler  # the run's own sampler settings, as trainer.test would use
-    evaluate.main([ckpt, "--test", "-o", str(run_dir / "results"),
-                   "-N", str(s["N"]), "--snr", str(s["snr"]),
-                   "--corrector-steps", str(s["corrector_steps"]), "--denoise", str(s["denoise"]),
-                   "--final-step", str(s["final_step"]),
-                   "-s", s["schedule"], "-d", "cuda" if torch.cuda.is_available() else "cpu"])
-
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # the run's own sampler, as trainer.test would use
+    session = EvalSession(ckpt, Settings.model_sampler(), ["test"], device, run_dir / "results")
+    session.run("test", session.todo("test"))
+    print(format_summary("test", session.finish("test", {"device": device, "workers": 1})))
 
 if __name__ == "__main__":
     main()

@@ -2,23 +2,18 @@
 
 import argparse
 
-import torch
-
 from evaluation.runner import METRIC_SETS, MUSIC_SEGMENT_S, NO_PROC, PERMUTATIONS, Settings
+from evaluation.separator import default_device  # noqa: F401  (the scripts' device default)
 
 
 def str2bool(value):
-    """`--denoise true/false` (also yes/no, 1/0)."""
+    """`--denoise true/false` (also t/f, yes/no, y/n, on/off, 1/0)."""
     v = str(value).strip().lower()
-    if v in ("true", "t", "yes", "y", "1"):
+    if v in ("true", "t", "yes", "y", "on", "1"):
         return True
-    if v in ("false", "f", "no", "n", "0"):
+    if v in ("false", "f", "no", "n", "off", "0"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
-def default_device():
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 def add_common_args(parser):

@@ -41,7 +41,8 @@ MUSIC_SEGMENT_S = 10.0  # default segment of music tracks (full songs do not fit
 class Settings:
     """Sampler and metric settings of a run (None pesq_mode: chosen from fs)."""
 
-    # Sampler options; None takes the model's own (`resolve_sampler`).
+    # Sampler options; None takes the model's own (`resolve_sampler`, which EvalSession
+    # applies; `evaluate.py` passes None for every option not given).
     N: int | None = 30
     snr: float | None = 0.5
     corrector_steps: int | None = 1
@@ -66,6 +67,12 @@ class Settings:
             raise ValueError(f"metrics must be one of {METRIC_SETS}, got {self.metrics!r}")
         if self.permutation not in PERMUTATIONS:
             raise ValueError(f"permutation must be one of {PERMUTATIONS}")
+
+    @classmethod
+    def model_sampler(cls, **kwargs):
+        """Settings whose sampler options all come from the model (`resolve_sampler`)."""
+        return cls(**{"N": None, "snr": None, "corrector_steps": None, "denoise": None,
+                      "schedule": None, **kwargs})
 
     def resolve_sampler(self, model_sampler):
         """These settings with every None sampler option taken from `model_sampler`."""
