@@ -64,6 +64,8 @@ def main(cfg: DictConfig):
     run_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.datamodule)
     model = instantiate(cfg.model)
+    if cfg.init_from and not cfg.resume_from_checkpoint:
+        init_weights(model, cfg.init_from)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="")
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, run_dir / "checkpoints"),
@@ -71,6 +73,24 @@ def main(cfg: DictConfig):
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.resume_from_checkpoint)
     if cfg.test:
         run_test(trainer, model, datamodule, run_dir)
+
+
+def init_weights(model, spec):
+    """Start from the weights of a checkpoint or shipped model (its EMA weights when it has
+    them); the optimizer, schedulers and counters start afresh (fine-tuning)."""
+    from models.loading import load_model
+    from models.pretrained import resolve_model
+
+    source = load_model(resolve_model(spec), "cpu").score_model.state_dict()
+    target = model.score_model.state_dict()
+    differ = sorted(k for k in source.keys() | target.keys()
+                    if k not in source or k not in target or source[k].shape != target[k].shape)
+    if differ:
+        raise ValueError(f"init_from={spec}: its network does not match this run's "
+                         f"({len(differ)} tensors differ, e.g. {differ[:3]})")
+    model.score_model.load_state_dict(source)
+    model.ema = type(model.ema)(model.score_model, model.ema.decay, model.ema.warmup)
+    print(f"initialised the network from {resolve_model(spec)}")
 
 
 def run_test(trainer, model, datamodule, run_dir):

@@ -93,3 +93,27 @@ def test_demo_scores_perfect_estimates_far_above_the_mixture(tmp_path):
     assert mix["si_sdr_improvement"]["mean"] == pytest.approx(0.0, abs=1e-6)
     assert model["si_sdr"]["mean"] > 60  # the references themselves
     assert model["pesq"]["mean"] > 4.0 and model["estoi"]["mean"] > 0.99
+
+
+def test_init_from_starts_training_at_the_shipped_weights(tiny_ckpt, tmp_path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from train import init_weights
+
+    cfg = OmegaConf.create(torch.load(tiny_ckpt, weights_only=True)["diffsep_config"])
+    fresh = instantiate(cfg.model)
+    source = load_model(tiny_ckpt)
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.score_model.state_dict().values(),
+                                                    source.score_model.state_dict().values()))
+    init_weights(fresh, str(tiny_ckpt))
+    for (name, a), b in zip(fresh.score_model.state_dict().items(),
+                            source.score_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    weights = source.score_model.state_dict()
+    assert all(torch.equal(fresh.ema.shadow[k], v) for k, v in weights.items()
+               if k in fresh.ema.shadow)  # the EMA starts there too
+    smaller = {"model": {"score_model": {"backbone": {"nf": 8}}}}
+    other = instantiate(OmegaConf.merge(cfg, smaller).model)
+    with pytest.raises(Exception, match="does not match"):
+        init_weights(other, str(tiny_ckpt))
