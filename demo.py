@@ -43,7 +43,7 @@ METRICS = (("si_sdr", "SI-SDR dB"), ("si_sdr_improvement", "SI-SDRi dB"), ("pesq
 def run(cmd, log=None):
     """Run a repo script like a user would; stop the demo with its output if it fails."""
     print("\n$ " + " ".join(str(c) for c in cmd), flush=True)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)
     if log is None:
         proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env)
     else:  # everything to the log; the training's progress lines to the terminal too

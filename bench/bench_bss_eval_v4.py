@@ -11,14 +11,12 @@ windows are NaN); estimates add filtered leakage from the other stems and noise.
 import argparse
 import importlib.util
 import os
-import sys
 import time
 
 import numpy as np
 from scipy.signal import lfilter
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evaluation.bss_eval_v4 import bss_eval_v4  # noqa: E402
+from evaluation.bss_eval_v4 import bss_eval_v4
 
 METRICS = ("sdr", "isr", "sir", "sar")
 

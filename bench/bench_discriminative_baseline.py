@@ -21,7 +21,6 @@ one-shot separation at t = T.
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -30,12 +29,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from metrics.separation import pit_si_sdr, si_sdr
+from models.diffsep import denormalize, normalize
+from models.loading import MODEL_TARGETS, check_targets
 
-from metrics.separation import pit_si_sdr, si_sdr  # noqa: E402
-from models.diffsep import denormalize, normalize  # noqa: E402
-from models.loading import MODEL_TARGETS, check_targets  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def demo_config(overrides=(), experiment="demo"):

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from demo import hms, run, summary_of
 
-from demo import hms, run, summary_of  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CORPUS = Path("data/synth/musdb18hq")
 STEMS = ("drums", "bass", "other", "vocals")

@@ -26,7 +26,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 FS = 8000
 TASKS = ("eval_1s", "eval_4s", "train_b4_2s", "train_b1_2s")  # b1: the demo's batch
@@ -126,7 +125,7 @@ def main() -> None:
             f"{'mm':>6}{'% mm':>6}{'cpu s':>7}{'% mm cpu':>9}{'peak MiB':>9}")
     print(head)
     print("-" * len(head))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     for name in args.configs:
         for task in args.tasks:
             cmd = [sys.executable, __file__, "--worker", name, task, "--repeats",

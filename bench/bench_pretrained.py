@@ -25,15 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from datasets.audio import DatasetError
+from datasets.wsj0_mix import WSJ0Mix
+from evaluation.runner import Settings, evaluate_item
+from metrics.separation import score_item
+from models.loading import load_model
+from models.pretrained import resolve_model
 
-from datasets.audio import DatasetError  # noqa: E402
-from datasets.wsj0_mix import WSJ0Mix  # noqa: E402
-from evaluation.runner import Settings, evaluate_item  # noqa: E402
-from metrics.separation import score_item  # noqa: E402
-from models.loading import load_model  # noqa: E402
-from models.pretrained import resolve_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 class OneShot:

@@ -14,16 +14,14 @@ shared machine are noisy.
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from evaluation.separator import Separator
 
-from evaluation.separator import Separator  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def build_model(score_model: str, n_sources: int, fs: int, config_dir: Path):

@@ -6,16 +6,13 @@ Run: `python bench/bench_synth.py [--items 20] [--tracks 4] [--workers 1]`.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.synth import generate_musdb, generate_vctk_demand, generate_wsj0mix  # noqa: E402
+from datasets.synth import generate_musdb, generate_vctk_demand, generate_wsj0mix
 
 
 def _audio_seconds(files) -> float:

@@ -21,10 +21,9 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from demo import hms  # Lightning's max_time string, as make demo passes it
 
-from demo import hms  # noqa: E402  (Lightning's max_time string, as make demo passes it)
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = REPO / "data" / "synth" / "wsj0_mix" / "2speakers" / "wav8k" / "min"
 
@@ -83,7 +82,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "bench_train.log", "w") as log:
         proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+                              env=dict(os.environ))
     wall = time.time() - t_start
     if proc.returncode != 0:
         sys.exit(f"train.py failed (rc {proc.returncode}), see {out / 'bench_train.log'}")

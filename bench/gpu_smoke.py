@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 TINY = ["model.score_model.backbone.nf=16", "model.score_model.backbone.ch_mult=[1,2,2,2]",
         "model.score_model.backbone.num_res_blocks=1",
@@ -37,7 +36,7 @@ TINY = ["model.score_model.backbone.nf=16", "model.score_model.backbone.ch_mult=
 
 def run(cmd, log):
     """Run a repository command, its output to `log`; stop with the log's tail on failure."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)
     with open(log, "w") as f:
         proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, stdout=f,
                               stderr=subprocess.STDOUT)  # fmt: skip

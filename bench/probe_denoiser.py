@@ -13,23 +13,21 @@ also the one-step estimates along one N-step sampler run. See evaluation/probe.p
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from datasets.wsj0_mix import WSJ0Mix  # noqa: E402
-from evaluation.probe import (  # noqa: E402
+from datasets.wsj0_mix import WSJ0Mix
+from evaluation.probe import (
     DEFAULT_TIMES,
     format_probe,
     format_trajectory,
     probe,
     trajectory,
 )
-from models.loading import load_model  # noqa: E402
+from models.loading import load_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None):

@@ -14,7 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PARENT = textwrap.dedent("""
     import multiprocessing as mp, os, sys, time
-    sys.path.insert(0, {root!r})
     from evaluation.parallel import die_with_parent
 
     def child(parent_pid, protect):
@@ -43,7 +42,7 @@ def alive(pid):
 @pytest.mark.parametrize("protect", [False, True])
 def test_worker_outlives_a_killed_parent_only_without_the_guard(tmp_path, protect):
     script = tmp_path / "parent.py"
-    script.write_text(PARENT.format(root=str(ROOT), protect=protect))
+    script.write_text(PARENT.format(protect=protect))
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     time.sleep(1.0)  # let the child reach its guard

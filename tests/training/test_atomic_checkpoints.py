@@ -67,7 +67,6 @@ def test_truncated_checkpoint_is_told_apart(tmp_path):
 
 CHILD = textwrap.dedent("""
     import sys, torch
-    sys.path.insert(0, {root!r})
     from training.callbacks import atomic_save
     from tests.training.test_atomic_checkpoints import FakeTrainer
     class Big(FakeTrainer):
@@ -83,7 +82,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_an_unloadable_checkpoint(tmp_path):
     last = tmp_path / "last.ckpt"
-    script = CHILD.format(root=str(ROOT), path=str(last))
+    script = CHILD.format(path=str(last))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = torch.Generator().manual_seed(0)
     for _ in range(8):
