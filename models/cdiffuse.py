@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.embeddings import sinusoidal_embedding
+from models.layers.embeddings import require_positive_t, sinusoidal_embedding
 
 
 class ResidualLayer(nn.Module):
@@ -87,8 +87,7 @@ class CDiffuse(nn.Module):
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
         if self.time_embedding == "log":
-            if bool((t <= 0).any()):
-                raise ValueError("CDiffuse with time_embedding='log' needs t > 0")
+            require_positive_t(t, "CDiffuse with time_embedding='log' needs t > 0")
             v = 1000.0 * torch.log(t)
         else:
             v = 1000.0 * t

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.embeddings import GaussianFourierProjection
+from models.layers.embeddings import GaussianFourierProjection, require_positive_t
 
 
 class FrameBLSTM(nn.Module):
@@ -98,8 +98,7 @@ class FrameBLSTM(nn.Module):
             )
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
-        if bool((t <= 0).any()):
-            raise ValueError("FrameBLSTM needs t > 0 (it embeds log t and may divide by t)")
+        require_positive_t(t, "FrameBLSTM needs t > 0 (it embeds log t and may divide by t)")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self._check_input(x, t)

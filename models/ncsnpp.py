@@ -18,7 +18,11 @@ from models.layers.blocks import (
     ResnetBlockBigGAN,
     ResnetBlockDDPM,
 )
-from models.layers.embeddings import GaussianFourierProjection, sinusoidal_embedding
+from models.layers.embeddings import (
+    GaussianFourierProjection,
+    require_positive_t,
+    sinusoidal_embedding,
+)
 from models.layers.fir import Resample
 from models.layers.init import conv3x3, dense, group_norm
 
@@ -207,8 +211,8 @@ class NCSNpp(nn.Module):
             )
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
-        if (self.scale_by_sigma or self.embedding_type == "fourier") and bool((t <= 0).any()):
-            raise ValueError("NCSNpp needs t > 0 (it uses log t and/or divides by t)")
+        if self.scale_by_sigma or self.embedding_type == "fourier":
+            require_positive_t(t, "NCSNpp needs t > 0 (it uses log t and/or divides by t)")
 
     def _time_embedding(self, t: torch.Tensor) -> torch.Tensor | None:
         if self.embedding_type == "fourier":

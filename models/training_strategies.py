@@ -181,7 +181,8 @@ def draw_training_example(sde, x0, mix, *, t_eps, time_sampling, source_order, s
     t = torch.where(mismatch, torch.full_like(t, sde.T), t)
     mean, std = sde.marginal_prob(x0, t, mix)
     base = torch.where(mismatch[:, None, None], sde.prior_mean(mix), mean)
-    if bool(refine.any()):
+    # (a data-dependent branch, so a synchronisation, only with refinement steps on)
+    if refine_p and bool(refine.any()):
         idx = torch.nonzero(refine).flatten()
         t_end = torch.full((idx.numel(),), float(sde.T), device=device)
         x_end = sde.prior_sampling(x0[idx].shape, mix[idx], generator=generator)
@@ -242,7 +243,7 @@ def score_matching_loss(sde, score, example, mix, mask=None, weight=None):
     std_score = sde.mult_std(example["std"], score)
     use_pit = example["use_pit"]
     x0 = example["x0"]
-    if bool(use_pit.any()):
+    if x0.shape[1] > 1:  # always computed (cheap): no data-dependent branch to sync on
         perms = permutations(x0.shape[1], x0.device)
         best = best_permutations(sde, std_score, example, mix, mask)
         order = torch.where(use_pit[:, None], perms[best], perms[0])

@@ -29,3 +29,17 @@ def sinusoidal_embedding(v: torch.Tensor, dim: int, max_period: float = 10000.0)
     )
     args = v.float()[:, None] * freqs[None, :]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1).to(v.dtype)
+
+
+def require_positive_t(t, message: str) -> None:
+    """Fail if any diffusion time is <= 0, without a host-device synchronisation on GPUs.
+
+    On the CPU a ValueError with `message`; on an accelerator an asynchronous device
+    assertion (the step fails at the next synchronisation), so the training step does
+    not wait for the GPU to check its inputs.
+    """
+    if t.device.type == "cpu":
+        if bool((t <= 0).any()):
+            raise ValueError(message)
+    else:
+        torch._assert_async((t > 0).all(), message)

@@ -328,3 +328,36 @@ def test_refinement_frequency_and_arguments():
         _refine_example(None, x0, refine_p=0.2)
     with pytest.raises(ValueError, match="refine_p must be in"):
         _refine_example(rec, x0, mismatch_p=0.6, refine_p=0.5)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.train_strategy=prior_mismatch_pit", "model.mismatch_p=0.1"],  # the paper's
+    ["model.source_order=pit"],
+    ["model/score_model=frame_blstm", "model.score_model.backbone.hidden=16",
+     "model.train_strategy=prior_mismatch_pit"],
+])  # fmt: skip
+def test_training_loss_has_no_host_synchronisation(monkeypatch, overrides):
+    """On a GPU, reading a tensor's value on the host (bool, item, ...) waits for the device:
+    the loss of the paper's recipe must not read any (here: every such read fails)."""
+    from hydra.utils import instantiate
+
+    from tests.training.fixtures import compose_config
+
+    model = instantiate(compose_config(["model=tiny", *overrides]).model)
+    mix_tgt = torch.randn(2, 2, 1500, generator=torch.Generator().manual_seed(0))
+    mix = mix_tgt.sum(1, keepdim=True)
+
+    def no_sync(*_args, **_kwargs):
+        raise AssertionError("a tensor value was read on the host")
+
+    def device_check(t, message):  # the accelerator branch of require_positive_t
+        torch._assert_async((t > 0).all(), message)
+
+    for module in ("models.ncsnpp", "models.frame_rnn", "models.cdiffuse"):
+        monkeypatch.setattr(f"{module}.require_positive_t", device_check)
+
+    with monkeypatch.context() as m:
+        for name in ("__bool__", "item", "tolist", "__float__", "__int__"):
+            m.setattr(torch.Tensor, name, no_sync)
+        loss = model.compute_loss(mix, mix_tgt)
+    assert torch.isfinite(loss)
