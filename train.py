@@ -81,7 +81,8 @@ def init_weights(model, spec):
     from models.loading import load_model
     from models.pretrained import resolve_model
 
-    source = load_model(resolve_model(spec), "cpu").score_model.state_dict()
+    path = resolve_model(spec)
+    source = load_model(path, "cpu").score_model.state_dict()
     target = model.score_model.state_dict()
     differ = sorted(k for k in source.keys() | target.keys()
                     if k not in source or k not in target or source[k].shape != target[k].shape)
@@ -90,7 +91,7 @@ def init_weights(model, spec):
                          f"({len(differ)} tensors differ, e.g. {differ[:3]})")
     model.score_model.load_state_dict(source)
     model.ema = type(model.ema)(model.score_model, model.ema.decay, model.ema.warmup)
-    print(f"initialised the network from {resolve_model(spec)}")
+    print(f"initialised the network from {path}")
 
 
 def run_test(trainer, model, datamodule, run_dir):

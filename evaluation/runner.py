@@ -37,6 +37,11 @@ PERMUTATIONS = ("auto", "pit", "none")
 MUSIC_SEGMENT_S = 10.0  # default segment of music tracks (full songs do not fit at once)
 
 
+# The sampler options of Settings that always have a value once resolved (final_step may
+# stay None: the model's own then applies inside model.separate).
+SAMPLER_FIELDS = ("N", "snr", "corrector_steps", "denoise", "schedule")
+
+
 @dataclass
 class Settings:
     """Sampler and metric settings of a run (None pesq_mode: chosen from fs)."""
@@ -71,18 +76,15 @@ class Settings:
     @classmethod
     def model_sampler(cls, **kwargs):
         """Settings whose sampler options all come from the model (`resolve_sampler`)."""
-        return cls(**{"N": None, "snr": None, "corrector_steps": None, "denoise": None,
-                      "schedule": None, **kwargs})
+        return cls(**{**dict.fromkeys(SAMPLER_FIELDS), **kwargs})
 
     def resolve_sampler(self, model_sampler):
         """These settings with every None sampler option taken from `model_sampler`."""
-        filled = {k: model_sampler[k] for k in ("N", "snr", "corrector_steps", "denoise",
-                                                "schedule") if getattr(self, k) is None}
-        return replace(self, **filled)
+        return replace(self, **{k: model_sampler[k] for k in SAMPLER_FIELDS
+                                if getattr(self, k) is None})
 
     def sampler_kwargs(self):
-        kw = {"N": self.N, "snr": self.snr, "corrector_steps": self.corrector_steps,
-              "denoise": self.denoise, "schedule": self.schedule}
+        kw = {k: getattr(self, k) for k in SAMPLER_FIELDS}
         if self.final_step is not None:
             kw["final_step"] = self.final_step
         return kw

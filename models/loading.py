@@ -93,9 +93,13 @@ def load_model(ckpt_path, device="cpu"):
     Sets ``model.config`` (the run's resolved config, a DictConfig) and
     ``model.exp_name`` (its ``name``).
     """
-    ckpt = read_checkpoint(ckpt_path, device="cpu")
+    return model_from_checkpoint(read_checkpoint(ckpt_path, device="cpu"), ckpt_path, device)
+
+
+def model_from_checkpoint(ckpt, source, device="cpu"):
+    """:func:`load_model` for a checkpoint dict already read (``source`` names it in errors)."""
     config = OmegaConf.create(ckpt[CONFIG_KEY])
-    check_targets(config.get("model"), MODEL_TARGETS, ckpt_path, "model")
+    check_targets(config.get("model"), MODEL_TARGETS, source, "model")
     model = instantiate(config.model)
     model.load_state_dict(ckpt["state_dict"])
     if "ema" in ckpt:

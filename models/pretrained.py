@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from models.loading import CONFIG_KEY, load_model, read_checkpoint
+from models.loading import CONFIG_KEY, model_from_checkpoint, read_checkpoint
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 PRETRAINED = {
@@ -54,8 +54,8 @@ def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None =
     `sampler` overrides keys of the stored `model.sampler` (the defaults that
     `separate.py` and `evaluate.py` use), e.g. `{"N": 8, "final_step": True}`.
     """
-    model = load_model(ckpt_path, "cpu")
     ckpt = read_checkpoint(ckpt_path)
+    model = model_from_checkpoint(ckpt, ckpt_path)  # before the sampler update below
     config = ckpt[CONFIG_KEY]
     if sampler:
         unknown = set(sampler) - set(config["model"]["sampler"])
