@@ -86,17 +86,6 @@ def best_checkpoint(ckpt_dir):
     sys.exit(f"demo: training wrote no checkpoint in {ckpt_dir}")
 
 
-def sampler_args(ckpt):
-    """evaluate.py's sampler options set to the ones the model validated with (its
-    config's ``model.sampler``) instead of evaluate.py's defaults (the paper's N = 30)."""
-    from evaluation.inputs import config_from_checkpoint
-
-    sampler = config_from_checkpoint(ckpt).model.sampler
-    return ["-N", sampler.N, "--corrector-steps", sampler.corrector_steps, "--snr", sampler.snr,
-            "--denoise", str(sampler.denoise).lower(), "--schedule", sampler.schedule,
-            "--final-step", str(sampler.get("final_step", False)).lower()]
-
-
 def summary_of(results_root):
     found = sorted(Path(results_root).glob("*/test_summary.json"), key=os.path.getmtime)
     if not found:
@@ -208,8 +197,9 @@ def main():
 
     print(f"\n== 3/4 evaluation: first {args.eval_items} test mixtures ==")
     results = out / "results"
+    # evaluate.py samples with the checkpoint's own sampler (the one it validated with)
     run([py, "evaluate.py", ckpt, "--test", "-l", args.eval_items, "--save-n", "2",
-         *sampler_args(ckpt), "-o", results / "model", "--overwrite"])
+         "-o", results / "model", "--overwrite"])
     run([py, "evaluate.py", "__no_proc__", "-c", ckpt, "--test", "-l", args.eval_items,
          "-o", results / "mixture", "--overwrite"])
 

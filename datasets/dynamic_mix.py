@@ -6,6 +6,18 @@ example, K source files from K different items (source slots at random), a rando
 crop of each, and new relative levels, and sums them: the same recordings, far more
 mixtures (as in Zeghidour and Grangier's Wavesplit, 2021). Speakers of one example are
 distinct whenever the file names tell the speakers (`speakers_in_name`).
+
+Two optional augmentations make a few dozen recorded voices look like more voices and
+more recording chains, each drawn per source:
+
+- speed perturbation: the crop is played `a` times faster, a ~ U(`speed`), by reading
+  `a` times as many samples and resampling them back to the crop length (soxr). Pitch,
+  formants and tempo all scale by `a`, as if a speaker of another vocal-tract length
+  spoke at another rate (Ko et al., Interspeech 2015, train speech recognisers so).
+- colouring: a random smooth magnitude response, a sum of `eq_bands` cosines in the
+  frequency axis with dB amplitudes U(-1, 1) * `eq_db` / `eq_bands` (at most `eq_db`
+  in all), applied with an FFT to the crop: other microphones, rooms' early colouring
+  and band limits, without a phase change.
 """
 
 from __future__ import annotations
@@ -14,7 +26,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.audio import audio_info, check_info, fit_length, random_start, read_audio, to_item
+from datasets.audio import (
+    audio_info,
+    check_info,
+    fit_length,
+    random_start,
+    read_audio,
+    resample,
+    to_item,
+)
 from datasets.wsj0_mix import ParallelFolderMix
 
 
@@ -35,15 +55,26 @@ class DynamicMix(Dataset):
     crop. Each source is brought to unit RMS over its crop, then to a level in dB: 0 for
     source 1 and U(-`max_rel_db`, 0) for the others (the WSJ0-mix recipe), and the whole
     example by a common gain U(`gain_db`). `p` is the probability of a remix; otherwise
-    the corpus's own item is returned. Random draws use torch's RNG, seeded per worker.
+    the corpus's own item is returned. `speed` ((lo, hi) or None) and `eq_db` (0: off)
+    perturb each source of a remix before its level is set (see the module's notes).
+    Random draws use torch's RNG, seeded per worker.
     """
 
     def __init__(self, corpus: ParallelFolderMix, p: float = 1.0, max_rel_db: float = 5.0,
-                 gain_db: tuple[float, float] = (-3.0, 3.0), max_tries: int = 20):  # fmt: skip
+                 gain_db: tuple[float, float] = (-3.0, 3.0), max_tries: int = 20,
+                 speed: tuple[float, float] | None = None, eq_db: float = 0.0,
+                 eq_bands: int = 4):  # fmt: skip
         if corpus.crop is None:
             raise ValueError("DynamicMix needs a corpus with max_len_s (the crop length)")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
+        if speed is not None:
+            speed = (float(speed[0]), float(speed[1]))
+            if not 0.5 <= speed[0] <= speed[1] <= 2.0:
+                raise ValueError(f"speed must be (lo, hi) with 0.5 <= lo <= hi <= 2, got {speed}")
+        if eq_db < 0 or eq_bands < 1:
+            raise ValueError(f"eq_db must be >= 0 and eq_bands >= 1, got {eq_db}, {eq_bands}")
+        self.speed, self.eq_db, self.eq_bands = speed, float(eq_db), int(eq_bands)
         self.corpus = corpus
         self.fs, self.n_sources = corpus.fs, corpus.n_sources
         self.source_names = corpus.source_names
@@ -79,18 +110,37 @@ class DynamicMix(Dataset):
         return picks
 
     def read_crop(self, item: int, slot: int) -> np.ndarray:
+        """A random crop of one source, speed-perturbed when `speed` is set."""
         path = self.corpus.paths(item)[1 + slot]
         info = audio_info(path)
         check_info(path, info, fs=self.fs, channels=1)
         crop = self.corpus.crop
-        start = random_start(info.frames, crop)
-        x = read_audio(path, start, min(info.frames, start + crop))[0]
-        return fit_length(x, crop).astype(np.float64)
+        rate = self._uniform(*self.speed) if self.speed else 1.0
+        n_read = int(round(crop * rate))
+        start = random_start(info.frames, n_read)
+        x = read_audio(path, start, min(info.frames, start + n_read))
+        if rate != 1.0:
+            # n_read samples played in crop samples' time: resample n_read -> crop
+            x = resample(fit_length(x, n_read), n_read, crop)
+        return fit_length(x[0], crop).astype(np.float64)
+
+    def colour(self, x: np.ndarray) -> np.ndarray:
+        """`x` through a random smooth zero-phase magnitude response (at most `eq_db`)."""
+        spec = np.fft.rfft(x)
+        f = np.linspace(0.0, 1.0, spec.size)  # 0 .. Nyquist
+        gain_db = np.zeros_like(f)
+        for _ in range(self.eq_bands):
+            amp = self._uniform(-1.0, 1.0) * self.eq_db / self.eq_bands
+            cycles, phase = self._uniform(0.25, 2.0), self._uniform(0.0, 2 * np.pi)
+            gain_db += amp * np.cos(2 * np.pi * cycles * f + phase)
+        return np.fft.irfft(spec * 10 ** (gain_db / 20), n=x.size)
 
     def __getitem__(self, idx: int):
         if float(torch.rand(())) >= self.p:
             return self.corpus[idx]
         srcs = np.stack([self.read_crop(i, s) for i, s in self.draw_sources(idx)])
+        if self.eq_db > 0:
+            srcs = np.stack([self.colour(x) for x in srcs])
         rms = np.sqrt(np.mean(srcs**2, axis=1, keepdims=True))
         levels = [0.0] + [-self._uniform(0.0, self.max_rel_db) for _ in srcs[1:]]
         gains = 10 ** ((np.array(levels)[:, None] + self._uniform(*self.gain_db)) / 20)

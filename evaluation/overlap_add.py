@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
+
+from metrics.separation import best_permutation
 
 SeparateFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,10 +45,11 @@ def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(np.einsum("cin,cjn->cij", a, b)).sum(0)
 
 
-def best_permutation(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
-    """Permutation ``p`` such that ``est[:, p]`` best matches ``ref`` (both ``(C, K, n)``)."""
-    rows, cols = linear_sum_assignment(similarity(ref, est), maximize=True)
-    return cols[np.argsort(rows)]
+def match_order(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
+    """Permutation ``p`` such that ``est[:, p]`` best matches ``ref`` (both ``(C, K, n)``):
+    the project's one assignment helper (:func:`metrics.separation.best_permutation`) on
+    the :func:`similarity` of the two."""
+    return best_permutation(similarity(ref, est)[None])[0].numpy()
 
 
 def align_channels(est: np.ndarray) -> np.ndarray:
@@ -55,7 +57,7 @@ def align_channels(est: np.ndarray) -> np.ndarray:
     est = np.asarray(est)
     out = est.copy()
     for c in range(1, est.shape[0]):
-        out[c] = est[c, best_permutation(est[:1], est[c : c + 1])]
+        out[c] = est[c, match_order(est[:1], est[c : c + 1])]
     return out
 
 
@@ -200,7 +202,7 @@ class OverlapAdd:
             if self.rematch:
                 e = align_channels(e)
                 if self._tail is not None:
-                    e = e[:, best_permutation(self._tail, e[..., : self._tail.shape[-1]])]
+                    e = e[:, match_order(self._tail, e[..., : self._tail.shape[-1]])]
                 self._tail = e[..., self.hop :].copy()
             self._acc[..., :length] += e * window
             self._wsum[:length] += window

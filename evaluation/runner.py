@@ -14,20 +14,21 @@ are matched to the references (PIT) unless the separator's outputs are labelled
 (a fixed-order model such as the music stems, or enhancement).
 """
 
+import math
 import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from evaluation.music import score_music_item
-from evaluation.overlap_add import OverlapAdd
 from evaluation.samples import save_sample
+from evaluation.separator import Separator, labelled_sources
 from metrics.separation import default_pesq_mode, score_item
+from sdes import SAMPLER_DEFAULTS
 
 NO_PROC = "__no_proc__"
 LIBRI_SPLITS = ("libri-clean", "libri-noisy")
@@ -48,11 +49,11 @@ class Settings:
 
     # Sampler options; None takes the model's own (`resolve_sampler`, which EvalSession
     # applies; `evaluate.py` passes None for every option not given).
-    N: int | None = 30
-    snr: float | None = 0.5
-    corrector_steps: int | None = 1
-    denoise: bool | None = True
-    schedule: str | None = "linear"
+    N: int | None = SAMPLER_DEFAULTS["N"]  # None: the SDE's own number of steps
+    snr: float | None = SAMPLER_DEFAULTS["snr"]
+    corrector_steps: int | None = SAMPLER_DEFAULTS["corrector_steps"]
+    denoise: bool | None = SAMPLER_DEFAULTS["denoise"]
+    schedule: str | None = SAMPLER_DEFAULTS["schedule"]
     final_step: bool | None = None
     pesq_mode: str | None = None
     stoi_extended: bool = True
@@ -113,7 +114,7 @@ class Settings:
         """True when estimate k is scored against reference k (no permutation)."""
         if self.enhance or self.permutation == "none":
             return True
-        return self.permutation == "auto" and bool(getattr(separator, "labelled_sources", False))
+        return self.permutation == "auto" and labelled_sources(separator)
 
     def segment_s(self, music):
         return self.segment if self.segment is not None else (MUSIC_SEGMENT_S if music else None)
@@ -193,40 +194,38 @@ def _item_name(dataset, idx):
     return str(names[idx]) if names is not None else str(idx)
 
 
-def separate_chunked(separator, mix, fs, settings, generator, device, keep_order, music):
-    """Separate ``mix (C, L)`` at rate ``fs`` channel by channel in overlapping segments.
+class _AtRate:
+    """A rate-free separator seen as a model of rate `fs` (no resampling around it)."""
+
+    def __init__(self, separator, fs):
+        self.separator, self.fs = separator, fs
+        self.n_sources = int(separator.n_sources)
+        self.source_names = list(separator.source_names) or [
+            f"s{k + 1}" for k in range(self.n_sources)]
+        self.labelled_sources = labelled_sources(separator)
+
+    def separate(self, mix, **kwargs):
+        return self.separator.separate(mix, **kwargs)
+
+
+def separate_chunked(separator, mix, fs, settings, seed, device, keep_order, music):
+    """Separate ``mix (C, L)`` at rate ``fs`` channel by channel in overlapping segments,
+    with the inference path of ``separate.py`` (:class:`evaluation.separator.Separator`).
 
     Returns ``(est (K, C, L) numpy float64, nfe of one sampler call)``. The mixture is
     resampled to the separator's rate and the estimates back; with unlabelled outputs
-    the source order is re-matched between channels and segments.
+    the source order is re-matched between channels and segments. The sampler noise is
+    seeded with ``seed``.
     """
-    model_fs = fs if getattr(separator, "rate_free", False) else int(separator.fs)
-    x = mix.double().numpy()
-    if model_fs != fs:
-        x = soxr.resample(x.T, fs, model_fs, quality="HQ").T
-    n_model = x.shape[-1]
+    model = _AtRate(separator, fs) if getattr(separator, "rate_free", False) else separator
+    whole_s = math.ceil(mix.shape[-1] * int(model.fs) / fs) / int(model.fs)
     seg_s = settings.segment_s(music)
-    segment = n_model if seg_s is None else min(n_model, int(round(seg_s * model_fs)))
-    nfe = []
-
-    def run(chunk):
-        est, n, _ = separator.separate(chunk.to(device), **settings.sampler_kwargs(),
-                                       generator=generator)
-        nfe.append(int(n))
-        return est
-
-    ola = OverlapAdd(run, separator.n_sources, segment, settings.overlap, 1,
-                     rematch=not keep_order, rescale=False)
-    est = np.concatenate([ola.push(x.astype(np.float32)), ola.flush()], axis=-1)  # (C, K, L')
-    est = est.astype(np.float64)
-    if model_fs != fs:
-        c, k, _ = est.shape
-        up = soxr.resample(est.reshape(c * k, -1).T, model_fs, fs, quality="HQ").T
-        est = np.zeros((c * k, mix.shape[-1]))
-        n = min(up.shape[-1], mix.shape[-1])
-        est[:, :n] = up[:, :n]
-        est = est.reshape(c, k, -1)
-    return est.transpose(1, 0, 2), (nfe[0] if nfe else 0)
+    sep = Separator(model, segment=whole_s if seg_s is None else min(seg_s, whole_s),
+                    overlap=settings.overlap, batch_size=mix.shape[0], rematch=not keep_order,
+                    rescale=False, seed=seed, device=device, **settings.sampler_kwargs())
+    out = sep.separate_tensor(mix.float(), sr=fs)
+    est = np.stack([out[name].numpy() for name in sep.source_names]).astype(np.float64)
+    return est, sep.nfe
 
 
 def evaluate_item(separator, idx, mix, tgt, base, settings, device, sample_dir=None, fs=None,
@@ -255,8 +254,8 @@ def evaluate_item(separator, idx, mix, tgt, base, settings, device, sample_dir=N
     inter = None
     with torch.no_grad():
         if chunked:
-            est, nfe = separate_chunked(separator, mix, fs, settings, gen, device, keep_order,
-                                        music)
+            est, nfe = separate_chunked(separator, mix, fs, settings, seed, device,
+                                        keep_order, music)
         else:
             est, nfe, inter = separator.separate(
                 mix[None].to(device), **settings.sampler_kwargs(), intermediate=want_figure,

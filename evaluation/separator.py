@@ -25,12 +25,12 @@ import torch
 from tqdm import tqdm
 
 from evaluation.overlap_add import OverlapAdd
+from sdes import SAMPLER_DEFAULTS
 
 DEFAULT_TEMPLATE = "{source}/{track}.wav"  # unlabelled sources (speakers): one folder each
 STEM_TEMPLATE = "{track}/{source}.wav"  # labelled stems: a folder per track (drums.wav, ...)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
-SAMPLER_OPTIONS = ("N", "snr", "corrector_steps", "denoise", "schedule", "predictor", "corrector",
-                   "final_step")
+SAMPLER_OPTIONS = tuple(SAMPLER_DEFAULTS)
 # Sources named s1, s2, ... are speakers in arbitrary order: their order needs re-matching.
 _SPEAKER_NAME = re.compile(r"s\d+")
 MIN_INPUT_S = 0.05  # shorter inputs carry too little to separate (a 1-sample std is 0)
@@ -170,6 +170,7 @@ class Separator:
         self.block = block
         self.progress = progress
         self._generator: torch.Generator | None = None
+        self.nfe = 0  # network evaluations of the last sampler call
 
     @classmethod
     def from_checkpoint(cls, path, device=None, **kwargs) -> "Separator":
@@ -181,9 +182,10 @@ class Separator:
 
     def _separate_segments(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            est, _, _ = self.model.separate(
+            est, nfe, _ = self.model.separate(
                 x.to(self.device), generator=self._generator, **self.sampler
             )
+        self.nfe = int(nfe)
         return est.to("cpu", torch.float32)
 
     def _reset_generator(self) -> None:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from evaluation.inputs import EvaluationInputError, build_dataset, load_separator
 from evaluation.results import ItemStore, write_results
 from evaluation.runner import NO_PROC, evaluate_indices
-from models.diffsep import SAMPLER_DEFAULTS
+from sdes import SAMPLER_DEFAULTS
 
 
 def _versions():

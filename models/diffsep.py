@@ -10,6 +10,7 @@ import torch
 
 from metrics import separation as metrics
 from models.ema import EMA
+from models.loading import EMA_KEY, STATE_KEY
 from models.tb_logging import log_separation_example, tensorboard_writer
 from models.training_strategies import (
     SOURCE_ORDERS,
@@ -19,13 +20,11 @@ from models.training_strategies import (
     resolve_train_strategy,
     score_matching_loss,
 )
-from sdes import get_pc_sampler
+from sdes import get_pc_sampler, sampler_options
 
 NORM_EPS = 1e-5
 PARAMETERIZATIONS = ("score", "data")  # what the network outputs: the score, or E[x0 | x_t]
 LOSS_WEIGHTINGS = ("score", "unit")
-SAMPLER_DEFAULTS = dict(predictor="reverse_diffusion", corrector="ald2", N=30, snr=0.5,
-                        corrector_steps=1, denoise=True, schedule="linear", final_step=True)
 
 
 def normalize(mix, tgt=None, eps=NORM_EPS):
@@ -153,10 +152,7 @@ class DiffSepModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_config = dict(scheduler_config or {"interval": "epoch", "frequency": 1})
         self.lr_warmup_steps = int(lr_warmup_steps or 0)
-        unknown = set(sampler or {}) - set(SAMPLER_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown sampler options {sorted(unknown)}")
-        self.sampler = {**SAMPLER_DEFAULTS, **dict(sampler or {})}
+        self.sampler = sampler_options(sampler, sde.N)  # null entries: sdes.SAMPLER_DEFAULTS
         self.valid_max_sep_batches = int(valid_max_sep_batches)
         self.val_pesq_mode = val_pesq_mode
         self.log_audio_n = int(log_audio_n)
@@ -298,15 +294,15 @@ class DiffSepModel(pl.LightningModule):
         self.ema.swap_out(self.score_model)
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["ema"] = self.ema.state_dict()
+        checkpoint[EMA_KEY] = self.ema.state_dict()
         if self.ema.swapped_in:
             # Saved mid-evaluation: keep the training weights in the state dict.
             for name, value in self.ema.training_weights().items():
-                checkpoint["state_dict"][f"score_model.{name}"] = value.detach().clone()
+                checkpoint[STATE_KEY][f"score_model.{name}"] = value.detach().clone()
 
     def on_load_checkpoint(self, checkpoint):
-        if "ema" in checkpoint:
-            self.ema.load_state_dict(checkpoint["ema"])
+        if EMA_KEY in checkpoint:
+            self.ema.load_state_dict(checkpoint[EMA_KEY])
 
     # ---- inference -----------------------------------------------------------------
     @torch.no_grad()

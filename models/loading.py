@@ -1,4 +1,19 @@
-"""Rebuild a trained DiffSep model from its checkpoint alone."""
+"""The checkpoint format, in one place: what train.py and the export write, what every
+loader reads, and the rebuilding of a trained DiffSep model from its checkpoint alone.
+
+A checkpoint is a dict that loads with ``torch.load(..., weights_only=True)``:
+
+- ``CONFIG_KEY`` (``diffsep_config``): the run's resolved config (plain containers), put
+  there by ``training.callbacks.StoreConfig``; the model is rebuilt from its ``model``
+  node, and only the classes of ``MODEL_TARGETS`` may be named there;
+- ``STATE_KEY`` (``state_dict``): the LightningModule's weights (the training weights in
+  a training checkpoint, the EMA weights in a shipped file);
+- ``EMA_KEY`` (``ema``, training checkpoints only): the EMA of the score network
+  (``models.ema.EMA``), which loaders copy in for inference;
+- ``META_KEY`` (``pretrained``, shipped files only): how the shipped weights were made;
+- Lightning's own entries (``global_step``, ``epoch``, optimizer and loop states) in
+  training checkpoints, used by ``resume_from_checkpoint``.
+"""
 
 import zipfile
 from pathlib import Path
@@ -8,12 +23,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONFIG_KEY = "diffsep_config"
+STATE_KEY = "state_dict"
+EMA_KEY = "ema"
+META_KEY = "pretrained"
 
 # The only callables a checkpoint's config may name: the project's own model, network and
 # SDE classes, and the optimizers and schedulers its configs use. Hydra would otherwise call
 # any importable function a crafted checkpoint names (e.g. one that writes files).
 MODEL_TARGETS = frozenset({
     "models.diffsep.DiffSepModel",
+    "networks.score_model.STFTScoreModel", "networks.score_model.WaveformScoreModel",
+    "networks.ncsnpp.NCSNpp", "networks.frame_rnn.FrameBLSTM", "networks.cdiffuse.CDiffuse",
+    # the same classes under their paths before networks/ (checkpoints of that time)
     "models.score_model.STFTScoreModel", "models.score_model.WaveformScoreModel",
     "models.ncsnpp.NCSNpp", "models.frame_rnn.FrameBLSTM", "models.cdiffuse.CDiffuse",
     "sdes.MixSDE", "sdes.PriorMixSDE", "sdes.OUVESDE",
@@ -80,7 +101,7 @@ def read_checkpoint(ckpt_path, device="cpu"):
                 f"(torch.load: {exc})") from exc
         raise NotADiffSepCheckpoint(
             f"{path} is not a DiffSep checkpoint (torch.load failed: {exc})") from exc
-    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or STATE_KEY not in ckpt:
         raise NotADiffSepCheckpoint(
             f"{path} is not a DiffSep checkpoint: it has no '{CONFIG_KEY}' entry "
             "(checkpoints written by train.py store the run's config there)")
@@ -101,10 +122,30 @@ def model_from_checkpoint(ckpt, source, device="cpu"):
     config = OmegaConf.create(ckpt[CONFIG_KEY])
     check_targets(config.get("model"), MODEL_TARGETS, source, "model")
     model = instantiate(config.model)
-    model.load_state_dict(ckpt["state_dict"])
-    if "ema" in ckpt:
-        model.ema.load_state_dict(ckpt["ema"])
+    model.load_state_dict(ckpt[STATE_KEY])
+    if EMA_KEY in ckpt:
+        model.ema.load_state_dict(ckpt[EMA_KEY])
         model.ema.copy_to(model.score_model)
     model.config = config
     model.exp_name = config.get("name")
     return model.to(device).eval()
+
+
+def write_inference_file(config, model, meta, out_path) -> Path:
+    """Write the inference-only checkpoint of ``model`` (its current weights, which
+    loaders use as they are: no EMA entry) atomically, and check that it loads with
+    ``weights_only=True`` before it replaces ``out_path``."""
+    payload = {CONFIG_KEY: config,
+               STATE_KEY: {k: v.detach().clone() for k, v in model.state_dict().items()},
+               META_KEY: dict(meta)}  # fmt: skip
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    torch.save(payload, tmp)
+    try:
+        torch.load(tmp, map_location="cpu", weights_only=True)  # must load as it will be used
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out_path)
+    return out_path

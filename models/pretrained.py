@@ -12,10 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
-from models.loading import CONFIG_KEY, model_from_checkpoint, read_checkpoint
+from models.loading import CONFIG_KEY, model_from_checkpoint, read_checkpoint, write_inference_file
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 PRETRAINED = {
@@ -23,7 +22,6 @@ PRETRAINED = {
     "(docs/model-card-speech-2spk-8k.md)",
 }
 DEFAULT_MODEL = "speech-2spk-8k"
-META_KEY = "pretrained"
 
 
 def pretrained_path(name: str) -> Path:
@@ -66,16 +64,7 @@ def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None =
             "epoch": int(ckpt.get("epoch", -1)),
             "source_checkpoint": Path(ckpt_path).name}  # fmt: skip
     info.update(meta or {})
-    payload = {CONFIG_KEY: config,
-               "state_dict": {k: v.clone() for k, v in model.state_dict().items()},
-               META_KEY: info}  # fmt: skip
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    torch.save(payload, tmp)
-    torch.load(tmp, map_location="cpu", weights_only=True)  # must load as it will be used
-    tmp.replace(out_path)
-    return out_path
+    return write_inference_file(config, model, info, out_path)
 
 
 def main(argv=None) -> int:

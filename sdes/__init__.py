@@ -6,6 +6,7 @@ from sdes.ouve import OUVESDE
 from sdes.sampling import (
     CORRECTORS,
     PREDICTORS,
+    SAMPLER_DEFAULTS,
     SCHEDULES,
     ald2,
     euler_maruyama,
@@ -16,6 +17,7 @@ from sdes.sampling import (
     no_corrector,
     no_predictor,
     reverse_diffusion,
+    sampler_options,
 )
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "OUVESDE",
     "PREDICTORS",
     "PriorMixSDE",
+    "SAMPLER_DEFAULTS",
     "SCHEDULES",
     "SDE",
     "StdOp",
@@ -36,4 +39,5 @@ __all__ = [
     "no_corrector",
     "no_predictor",
     "reverse_diffusion",
+    "sampler_options",
 ]

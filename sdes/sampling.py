@@ -164,6 +164,26 @@ def _finish(sde, score, x, out, y, eps, final_step, states):
     return out, score.calls
 
 
+# The sampler's defaults, stated once: a model's `sampler` config (null entries), the
+# options of `DiffSepModel.separate`, `separate.py`, `evaluate.py` and the evaluation
+# Settings all fall back to these. N None: the SDE's own number of steps (`sde.N`).
+SAMPLER_DEFAULTS = dict(predictor="reverse_diffusion", corrector="ald2", N=None, snr=0.5,
+                        corrector_steps=1, denoise=True, schedule="linear", final_step=True)
+
+
+def sampler_options(options, n_steps):
+    """:data:`SAMPLER_DEFAULTS` updated with the non-None entries of ``options``; N None
+    becomes ``n_steps`` (the SDE's). Unknown names are refused."""
+    options = dict(options or {})
+    unknown = set(options) - set(SAMPLER_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown sampler options {sorted(unknown)}")
+    out = {**SAMPLER_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if out["N"] is None:
+        out["N"] = int(n_steps)
+    return out
+
+
 def get_pc_sampler(
     predictor_name: str,
     corrector_name: str,
@@ -171,13 +191,13 @@ def get_pc_sampler(
     score_fn: ScoreFn,
     y: Tensor,
     N: int | None = None,
-    snr: float = 0.5,
-    corrector_steps: int = 1,
-    denoise: bool = True,
+    snr: float = SAMPLER_DEFAULTS["snr"],
+    corrector_steps: int = SAMPLER_DEFAULTS["corrector_steps"],
+    denoise: bool = SAMPLER_DEFAULTS["denoise"],
     eps: float = 0.03,
     intermediate: bool = False,
-    schedule: str = "linear",
-    final_step: bool = False,
+    schedule: str = SAMPLER_DEFAULTS["schedule"],
+    final_step: bool = False,  # the bare sampler ends at eps; models default to the step
     generator: torch.Generator | None = None,
 ):
     """Predictor-corrector sampler of ``p(x | y)``; ``sampler()`` returns ``(x, nfe)``.

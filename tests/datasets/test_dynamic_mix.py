@@ -89,9 +89,43 @@ def test_p_zero_returns_the_corpus_items(corpus):
     assert torch.equal(mix, mix2) and torch.equal(srcs, srcs2)
 
 
+def test_speed_perturbation_scales_every_frequency(corpus):
+    # a tone of f Hz played 1.2 times faster is a tone of 1.2 f Hz, over the same crop length
+    ds = DynamicMix(corpus, speed=(1.2, 1.2))
+    torch.manual_seed(0)
+    for draw in range(12):
+        mix, srcs = ds[draw % len(ds)]
+        assert srcs.shape == (2, 4000) and torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
+        for x in srcs.numpy():
+            f = dominant(x)
+            assert min(abs(1.2 * g - f) for g in FREQS.values()) < 10, f
+    slow = DynamicMix(corpus, speed=(0.8, 0.8))
+    f = dominant(slow[0][1][0].numpy())
+    assert min(abs(0.8 * g - f) for g in FREQS.values()) < 10, f
+
+
+def test_colouring_is_a_bounded_zero_phase_response(corpus):
+    ds = DynamicMix(corpus, eq_db=6.0)
+    rng = np.random.default_rng(1)
+    torch.manual_seed(0)
+    for _ in range(20):
+        x = rng.standard_normal(4000)
+        ratio = np.fft.rfft(ds.colour(x)) / np.fft.rfft(x)
+        assert np.allclose(ratio.imag, 0.0, atol=1e-9)  # no phase change
+        gain_db = 20 * np.log10(ratio.real)
+        assert np.all(np.abs(gain_db) <= 6.0 + 1e-9)
+        assert np.ptp(gain_db) > 0.1  # it does colour
+    mix, srcs = ds[0]
+    assert torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
+
+
 def test_options_are_checked(tmp_path):
     make_corpus(tmp_path, PAIRS)
     with pytest.raises(ValueError, match="max_len_s"):
         DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr"))
     with pytest.raises(ValueError, match="p must be"):
         DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), p=1.5)
+    with pytest.raises(ValueError, match="speed must be"):
+        DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), speed=(1.1, 0.9))
+    with pytest.raises(ValueError, match="eq_db"):
+        DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), eq_db=-1.0)

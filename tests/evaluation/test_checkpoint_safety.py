@@ -52,3 +52,16 @@ def test_dataset_config_with_a_foreign_target_is_refused(tiny_ckpt, tmp_path):
     with pytest.raises(EvaluationInputError, match="datamodule.test"):
         build_dataset(model, "test")
     assert victim.read_text() == "precious"
+
+
+def test_every_allowed_target_exists_and_old_network_paths_are_aliases():
+    from hydra.utils import get_class, get_method
+
+    from models.loading import DATA_TARGETS, MODEL_TARGETS
+
+    for target in MODEL_TARGETS | DATA_TARGETS:
+        assert callable(get_method(target)), target
+    # checkpoints written before networks/ name the classes under models.*
+    for old in sorted(t for t in MODEL_TARGETS if t.startswith("models.") and "diffsep" not in t):
+        new = "networks." + old.split(".", 1)[1]
+        assert get_class(old) is get_class(new), old

@@ -1,7 +1,6 @@
 """What `make demo` (demo.py) picks: the checkpoint it evaluates and its sampler."""
 
 import pytest
-import torch
 
 import demo
 
@@ -17,13 +16,3 @@ def test_best_checkpoint_is_the_highest_si_sdr_in_the_names(tmp_path):
     (tmp_path / "last.ckpt").unlink()
     with pytest.raises(SystemExit, match="no checkpoint"):
         demo.best_checkpoint(tmp_path)
-
-
-def test_demo_evaluates_with_the_sampler_the_model_validated_with(tmp_path):
-    path = tmp_path / "model.ckpt"
-    sampler = {"N": 8, "corrector_steps": 2, "snr": 0.4, "denoise": False, "schedule": "log"}
-    config = {"name": "demo", "model": {"sampler": sampler}}
-    torch.save({"state_dict": {}, "diffsep_config": config}, path)
-    args = [str(a) for a in demo.sampler_args(path)]
-    assert args == ["-N", "8", "--corrector-steps", "2", "--snr", "0.4", "--denoise", "false",
-                    "--schedule", "log", "--final-step", "false"]  # absent: trained before it

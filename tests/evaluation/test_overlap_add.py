@@ -9,8 +9,8 @@ import torch
 from evaluation.overlap_add import (
     OverlapAdd,
     align_channels,
-    best_permutation,
     make_window,
+    match_order,
     overlap_add,
     rescale_to_mixture,
 )
@@ -116,7 +116,7 @@ def test_rematch_fixes_shuffled_segments(K, C):
     y = overlap_add(oracle, sources.sum(1), K, 400, 0.25, 3, rematch=True)
     assert oracle.swapped >= 3  # the test is only meaningful if segments were shuffled
     # The global order is that of the first segment's first channel: resolve it once.
-    perm = best_permutation(sources[:1, :, :400], y[:1, :, :400])
+    perm = match_order(sources[:1, :, :400], y[:1, :, :400])
     torch.testing.assert_close(y[:, torch.as_tensor(perm)], sources, atol=1e-5, rtol=1e-5)
 
 
@@ -128,13 +128,13 @@ def test_without_rematch_shuffled_segments_stay_wrong():
     assert min(errors) > 0.5
 
 
-def test_best_permutation_any_k():
+def test_match_order_any_k():
     rng = np.random.default_rng(1)
     ref = rng.standard_normal((2, 6, 200))
     for _ in range(5):
         perm = rng.permutation(6)
         est = -0.5 * ref[:, perm] + 0.1 * rng.standard_normal((2, 6, 200))  # polarity ignored
-        p = best_permutation(ref, est)
+        p = match_order(ref, est)
         assert np.array_equal(perm[p], np.arange(6))
 
 

@@ -5,14 +5,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from models.loading import CONFIG_KEY, load_model
-from models.pretrained import (
-    DEFAULT_MODEL,
-    META_KEY,
-    export,
-    pretrained_path,
-    resolve_model,
-)
+from models.loading import CONFIG_KEY, META_KEY, load_model
+from models.pretrained import DEFAULT_MODEL, export, pretrained_path, resolve_model
 
 # Regression floor for the shipped model on its shipped examples, well below what it
 # measured (docs/model-card-speech-2spk-8k.md): a broken export or sampler falls under it.

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.layers.blocks import ConvResample
-from models.layers.fir import (
+from networks.layers.blocks import ConvResample
+from networks.layers.fir import (
     Resample,
     fir_conv_downsample_2d,
     fir_downsample_2d,

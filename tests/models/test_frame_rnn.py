@@ -4,7 +4,7 @@ gradients through the STFT wrapper, and clear errors on bad input."""
 import pytest
 import torch
 
-from models.frame_rnn import FrameBLSTM
+from networks.frame_rnn import FrameBLSTM
 from tests.models.helpers import build_score_model, randomize_
 
 

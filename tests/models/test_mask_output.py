@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from models.frame_rnn import FrameBLSTM
-from models.score_model import STFTScoreModel
-from models.spec import STFT
+from networks.frame_rnn import FrameBLSTM
+from networks.score_model import STFTScoreModel
+from networks.spec import STFT
 from tests.models.helpers import build_score_model, randomize_
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models.layers.blocks import AttnBlock, ResnetBlockBigGAN, ResnetBlockDDPM
-from models.ncsnpp import NCSNpp
+from networks.layers.blocks import AttnBlock, ResnetBlockBigGAN, ResnetBlockDDPM
+from networks.ncsnpp import NCSNpp
 from tests.models.helpers import randomize_
 
 # a small network on 32 x 8 inputs: two levels, attention at resolution 16 (level 1)

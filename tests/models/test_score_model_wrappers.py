@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from models.cdiffuse import CDiffuse
-from models.ncsnpp import NCSNpp
-from models.score_model import STFTScoreModel, WaveformScoreModel
+from networks.cdiffuse import CDiffuse
+from networks.ncsnpp import NCSNpp
+from networks.score_model import STFTScoreModel, WaveformScoreModel
 from tests.models.helpers import build_score_model, randomize_
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.score_model import STFTScoreModel
-from models.spec import STFT, SpecCompression
+from networks.score_model import STFTScoreModel
+from networks.spec import STFT, SpecCompression
 
 
 def _complex(shape, seed=0):

@@ -164,6 +164,22 @@ def test_default_sampler_has_no_end_point_cap():
     assert build_model().sampler["final_step"] is True  # the config default too
 
 
+def test_sampler_options_left_null_take_the_one_set_of_defaults():
+    from functools import partial
+
+    from models.diffsep import DiffSepModel
+    from sdes import SAMPLER_DEFAULTS, MixSDE
+
+    sde = MixSDE(2, 2.0, 0.05, 0.5, 12)
+    net = OracleScore(sde, torch.zeros(1, 2, 10))
+    model = DiffSepModel(net, sde, partial(torch.optim.Adam),
+                         sampler={"N": None, "snr": None, "corrector_steps": 3})
+    assert model.sampler == {**SAMPLER_DEFAULTS, "N": 12, "corrector_steps": 3}
+    config_default = build_model().sampler  # config/model/default.yaml: nulls and sde.N
+    assert {k: v for k, v in config_default.items() if k != "N"} == {
+        k: v for k, v in SAMPLER_DEFAULTS.items() if k != "N"}
+
+
 class _OracleMinusGaussian(nn.Module):
     """A "network" that outputs the exact score less the Gaussian-source score: only with
     the skip added back does the model's score become the oracle."""

@@ -5,6 +5,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sdes import sampler_options
 from tests.training.fixtures import CONFIG_DIR, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -34,7 +35,8 @@ def test_separation_experiment_values():
     assert m.optimizer.lr == 2e-4 and m.score_model.backbone.nf == 128
     assert m.score_model.spec_factor == 0.15
     assert (m.sde.sigma_min, m.sde.sigma_max, m.sde.d_lambda, m.sde.N) == (0.05, 0.5, 2.0, 30)
-    assert (m.sampler.N, m.sampler.snr, m.sampler.corrector, m.sampler.corrector_steps) == (
+    sampler = sampler_options(m.sampler, m.sde.N)
+    assert (sampler["N"], sampler["snr"], sampler["corrector"], sampler["corrector_steps"]) == (
         30, 0.5, "ald2", 1)
     assert m.valid_max_sep_batches * cfg.datamodule.val_batch_size >= 10
     assert cfg.checkpoint.save_top_k >= 5
@@ -60,7 +62,7 @@ def test_enhancement_and_demo_values():
     assert demo.trainer.accelerator == "cpu" and demo.trainer.max_time == "00:00:20:00"
     assert demo.trainer.check_val_every_n_epoch == 1
     assert demo.datamodule.train.root == "data/synth/wsj0_mix"
-    assert demo.model.score_model.backbone._target_ == "models.frame_rnn.FrameBLSTM"
+    assert demo.model.score_model.backbone._target_ == "networks.frame_rnn.FrameBLSTM"
     assert demo.model.score_model.backbone.scale_by_sigma is False  # it outputs sources
     m = demo.model
     assert (m.parameterization, m.loss_weighting, m.score_skip_var) == ("data", "unit", 0.5)

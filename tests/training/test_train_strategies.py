@@ -353,7 +353,7 @@ def test_training_loss_has_no_host_synchronisation(monkeypatch, overrides):
     def device_check(t, message):  # the accelerator branch of require_positive_t
         torch._assert_async((t > 0).all(), message)
 
-    for module in ("models.ncsnpp", "models.frame_rnn", "models.cdiffuse"):
+    for module in ("networks.ncsnpp", "networks.frame_rnn", "networks.cdiffuse"):
         monkeypatch.setattr(f"{module}.require_positive_t", device_check)
 
     with monkeypatch.context() as m:

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.fir import (
+from networks.layers.fir import (
     Resample,
     fir_conv_downsample_2d,
     fir_kernel_2d,
     fir_upsample_conv_2d,
 )
-from models.layers.init import conv1x1, conv3x3, dense, group_norm, variance_scaling_
+from networks.layers.init import conv1x1, conv3x3, dense, group_norm, variance_scaling_
 
 _SQRT2 = math.sqrt(2.0)
 
