@@ -177,7 +177,7 @@ def main():
     if corpus_ready():
         print(f"found {SPLIT_DIR} (delete it to regenerate)")
     else:
-        run([py, "-m", "datasets.synth", "speech", "--out", CORPUS, "--n-spkr", "2",
+        run([py, "-m", "datasets.synth", "speech", "--out", CORPUS, "--n-sources", "2",
              "--fs", "8000", "--cut", "min", "--n-tr", CORPUS_SIZES["tr"],
              "--n-cv", CORPUS_SIZES["cv"], "--n-tt", CORPUS_SIZES["tt"], "--workers", "2"])
 

@@ -33,19 +33,19 @@ def load_museval_metrics():
     return module
 
 
-def make_stems(n_src: int, n: int, n_ch: int, fs: int, seed: int = 0):
+def make_stems(n_sources: int, n: int, n_ch: int, fs: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    white = rng.standard_normal((n_src, n, n_ch))
+    white = rng.standard_normal((n_sources, n, n_ch))
     poles = [0.0, 0.995, 0.6, 0.3]  # drums (sparse), bass (dark), other, vocals
     refs = np.empty_like(white)
-    for j in range(n_src):
+    for j in range(n_sources):
         sig = white[j]
         if j % 4 == 0:
             sig = sig * (rng.random((n, 1)) < 0.002)  # clicks
             sig = lfilter([1.0], [1.0, -0.97], sig, axis=0)
         refs[j] = lfilter([1.0], [1.0, -poles[j % 4]], sig, axis=0)
         refs[j] /= np.std(refs[j])
-    if n_src >= 4:
+    if n_sources >= 4:
         refs[3, : 3 * fs] = 0.0  # vocals enter after 3 s
     leak = lfilter([0.3, 0.2, -0.1], [1.0], np.roll(refs, 1, axis=0), axis=1)
     ests = lfilter([0.9, 0.2], [1.0], refs, axis=1) + leak

@@ -31,14 +31,14 @@ FS = 8000
 TASKS = ("eval_1s", "eval_4s", "train_b4_2s", "train_b1_2s")  # b1: the demo's batch
 
 
-def build(name: str, n_speakers: int = 2) -> torch.nn.Module:
+def build(name: str, n_sources: int = 2) -> torch.nn.Module:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
         cfg = compose(
             config_name=None,
-            overrides=[f"+model/score_model={name}", f"+n_speakers={n_speakers}"],
+            overrides=[f"+model/score_model={name}", f"+n_sources={n_sources}"],
         )
     return instantiate(cfg.model.score_model)
 

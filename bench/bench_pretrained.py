@@ -43,7 +43,8 @@ class OneShot:
 
         self.net, self.sde, cfg = load_one_shot(path)
         self.estimate = estimate
-        self.fs, self.n_sources = int(cfg["fs"]), int(cfg["n_speakers"])
+        # K is `n_speakers` in the files written before the rename
+        self.fs, self.n_sources = int(cfg["fs"]), int(cfg.get("n_sources", cfg.get("n_speakers")))
         self.source_names = [f"s{k + 1}" for k in range(self.n_sources)]
 
     def separate(self, mix, intermediate=False, generator=None, **_sampler):

@@ -32,7 +32,7 @@ def build_model(score_model: str, n_sources: int, fs: int, config_dir: Path):
 
     overrides = [
         "+model=default", f"model/score_model={score_model}",
-        f"+n_speakers={n_sources}", f"+fs={fs}", "+name=bench",
+        f"+n_sources={n_sources}", f"+fs={fs}", "+name=bench",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name=None, overrides=overrides)

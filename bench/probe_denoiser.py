@@ -53,7 +53,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     model = load_model(args.ckpt)
     fs = int(model.fs)
-    data = WSJ0Mix(args.root, n_spkr=model.n_sources, fs=fs, split=args.split,
+    data = WSJ0Mix(args.root, n_sources=model.n_sources, fs=fs, split=args.split,
                    max_len_s=args.seconds, max_n_samples=args.n_items, random_crop=False)
     items = [data[i] for i in range(len(data))]
     mix = torch.stack([m for m, _ in items])

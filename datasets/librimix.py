@@ -10,6 +10,7 @@ from pathlib import Path
 
 from datasets.audio import require_dir
 from datasets.wsj0_mix import ParallelFolderMix
+from sdes.base import renamed_argument
 
 LIBRIMIX_LAYOUT = (
     "{root}/Libri{2,3}Mix/wav{8,16}k/{min,max}/{train-100,train-360,dev,test}/"
@@ -25,12 +26,14 @@ class LibriMix(ParallelFolderMix):
 
     Crops as in `WSJ0Mix`: `max_len_s` random windows on the training splits
     (zero-padded when shorter), from the start elsewhere; None = whole files.
+    `n_sources` (K) was called `n_spkr`, still accepted as a deprecated alias.
     """
 
+    @renamed_argument("n_spkr", "n_sources")
     def __init__(
         self,
         root: str | Path = "data/LibriMix",
-        n_spkr: int = 2,
+        n_sources: int = 2,
         fs: int = 8000,
         cut: str = "min",
         split: str = "train-360",
@@ -41,8 +44,8 @@ class LibriMix(ParallelFolderMix):
         sum_tol: float = 1e-3,
         random_crop: bool | None = None,
     ):
-        if n_spkr not in (2, 3):
-            raise ValueError(f"n_spkr must be 2 or 3, got {n_spkr}")
+        if n_sources not in (2, 3):
+            raise ValueError(f"n_sources must be 2 or 3, got {n_sources}")
         if fs not in (8000, 16000):
             raise ValueError(f"fs must be 8000 or 16000 for LibriMix, got {fs}")
         if cut not in ("min", "max"):
@@ -53,9 +56,9 @@ class LibriMix(ParallelFolderMix):
             raise ValueError(f"mixture must be 'clean' or 'both', got {mixture!r}")
         if mixture == "both" and check_sum:
             raise ValueError("mix_both contains noise: it is not the sum of the speakers")
-        base = Path(root) / f"Libri{n_spkr}Mix" / f"wav{fs // 1000}k" / cut / split
+        base = Path(root) / f"Libri{n_sources}Mix" / f"wav{fs // 1000}k" / cut / split
         require_dir(base, LIBRIMIX_LAYOUT)
-        names = [f"s{i + 1}" for i in range(n_spkr)]
+        names = [f"s{i + 1}" for i in range(n_sources)]
         super().__init__(
             mix_dir=base / MIX_FOLDERS[mixture],
             src_dirs=[base / n for n in names],
@@ -72,10 +75,11 @@ class LibriMix(ParallelFolderMix):
         self.mixture = mixture
 
 
+@renamed_argument("n_spkr", "n_sources")
 def librimix_eval_dataset(
     name: str,
     root: str | Path = "data/LibriMix",
-    n_spkr: int = 2,
+    n_sources: int = 2,
     fs: int = 8000,
     cut: str = "min",
     max_n_samples: int | None = None,
@@ -85,7 +89,7 @@ def librimix_eval_dataset(
         raise ValueError(f"unknown LibriMix evaluation set {name!r}; use {list(EVAL_MIXTURES)}")
     return LibriMix(
         root=root,
-        n_spkr=n_spkr,
+        n_sources=n_sources,
         fs=fs,
         cut=cut,
         split="test",

@@ -27,6 +27,7 @@ from datasets.audio import (
     require_same_names,
     to_item,
 )
+from sdes.base import renamed_argument
 
 WSJ0_LAYOUT = "{root}/{2,3}speakers/wav{8,16}k/{min,max}/{tr,cv,tt}/{mix,s1,s2[,s3]}/<name>.wav"
 
@@ -113,13 +114,15 @@ class WSJ0Mix(ParallelFolderMix):
     `max_len_s` crops every item (random offset when `random_crop`, which
     defaults to True for the `tr` split only); None keeps whole utterances.
     `max_n_samples` keeps the first N names in sorted order. A generated corpus whose
-    manifest says incomplete is refused unless `allow_incomplete`.
+    manifest says incomplete is refused unless `allow_incomplete`. `n_sources` (K, the
+    `{K}speakers` folder) was called `n_spkr`, still accepted as a deprecated alias.
     """
 
+    @renamed_argument("n_spkr", "n_sources")
     def __init__(
         self,
         root: str | Path = "data/wsj0_mix",
-        n_spkr: int = 2,
+        n_sources: int = 2,
         fs: int = 8000,
         cut: str = "min",
         split: str = "tr",
@@ -131,18 +134,18 @@ class WSJ0Mix(ParallelFolderMix):
         random_crop: bool | None = None,
         allow_incomplete: bool = False,
     ):
-        if n_spkr not in (2, 3):
-            raise ValueError(f"n_spkr must be 2 or 3, got {n_spkr}")
+        if n_sources not in (2, 3):
+            raise ValueError(f"n_sources must be 2 or 3, got {n_sources}")
         if fs not in (8000, 16000):
             raise ValueError(f"fs must be 8000 or 16000 for WSJ0-mix, got {fs}")
         if cut not in ("min", "max"):
             raise ValueError(f"cut must be 'min' or 'max', got {cut!r}")
         if split not in ("tr", "cv", "tt"):
             raise ValueError(f"split must be 'tr', 'cv' or 'tt', got {split!r}")
-        require_complete_corpus(Path(root) / f"{n_spkr}speakers", allow_incomplete)
-        base = Path(root) / f"{n_spkr}speakers" / f"wav{fs // 1000}k" / cut / split
+        require_complete_corpus(Path(root) / f"{n_sources}speakers", allow_incomplete)
+        base = Path(root) / f"{n_sources}speakers" / f"wav{fs // 1000}k" / cut / split
         require_dir(base, WSJ0_LAYOUT)
-        names = [f"s{i + 1}" for i in range(n_spkr)]
+        names = [f"s{i + 1}" for i in range(n_sources)]
         super().__init__(
             mix_dir=base / mix_dir,
             src_dirs=[base / n for n in names],

@@ -117,8 +117,8 @@ def distortion_filters(
     (S, C_ref, filter_len, C_est): estimate j projected on reference j alone.
     """
     refs, ests = _as_sources(references), _as_sources(estimates)
-    n_src, n, n_ch = refs.shape
-    n_p = n_src * n_ch
+    n_sources, n, n_ch = refs.shape
+    n_p = n_sources * n_ch
     x = refs.transpose(0, 2, 1).reshape(n_p, n)
     y = np.concatenate([x, ests.transpose(0, 2, 1).reshape(n_p, n)])
     lag = filter_len - 1
@@ -134,10 +134,10 @@ def distortion_filters(
     # <x_p delayed a, estimate channel e> = r_ep[a]
     rhs = r[n_p:, :, lag:].transpose(1, 2, 0).reshape(n_p * filter_len, n_p)
 
-    c_all = _solve_psd(gram, rhs).reshape(n_src, n_ch, filter_len, n_src, n_ch)
-    c_own = np.empty((n_src, n_ch, filter_len, n_ch))
+    c_all = _solve_psd(gram, rhs).reshape(n_sources, n_ch, filter_len, n_sources, n_ch)
+    c_own = np.empty((n_sources, n_ch, filter_len, n_ch))
     block = n_ch * filter_len
-    for j in range(n_src):
+    for j in range(n_sources):
         rows = slice(j * block, (j + 1) * block)
         cols = slice(j * n_ch, (j + 1) * n_ch)
         c_own[j] = _solve_psd(gram[rows, rows], rhs[rows, cols]).reshape(n_ch, filter_len, n_ch)
@@ -171,7 +171,7 @@ def bss_eval_v4(
     if np.any(_silent(refs)) or np.any(_silent(ests)):
         # the projection is undefined for an all-zero source (museval raises too)
         raise ValueError("every reference and estimate must be non-silent over the track")
-    n_src, n, n_ch = refs.shape
+    n_sources, n, n_ch = refs.shape
     c_all, c_own = distortion_filters(refs, ests, filter_len)
 
     starts, w_len = frame_starts(n, win, hop)
@@ -179,7 +179,7 @@ def bss_eval_v4(
     n_bins = n_fft // 2 + 1
     # filters in the frequency domain: (f, S_ref * C_ref, S_est * C_est) and (S, f, C_ref, C_est)
     cf_all = sfft.rfft(c_all, n=n_fft, axis=2).transpose(2, 0, 1, 3, 4)
-    cf_all = cf_all.reshape(n_bins, n_src * n_ch, n_src * n_ch)
+    cf_all = cf_all.reshape(n_bins, n_sources * n_ch, n_sources * n_ch)
     cf_own = sfft.rfft(c_own, n=n_fft, axis=2).transpose(0, 2, 1, 3)
     # Parseval weights for a one-sided spectrum
     weight = np.full(n_bins, 2.0 / n_fft)
@@ -192,8 +192,8 @@ def bss_eval_v4(
         return np.einsum("f,fwsc->ws", weight, z.real**2 + z.imag**2)
 
     names = ("sdr", "isr", "sir", "sar")
-    out = {k: np.full((n_src, len(starts)), np.nan) for k in names}
-    step = max(1, _CHUNK_BINS // (n_bins * n_src * n_ch))
+    out = {k: np.full((n_sources, len(starts)), np.nan) for k in names}
+    step = max(1, _CHUNK_BINS // (n_bins * n_sources * n_ch))
     offsets = np.arange(w_len)
     for w0 in range(0, len(starts), step):
         idx = starts[w0 : w0 + step, None] + offsets  # (w, L)
@@ -202,8 +202,8 @@ def bss_eval_v4(
         # reference segments filtered by track-wide filters (segment convolved, tails kept)
         xf = sfft.rfft(ref_w, n=n_fft, axis=2).transpose(2, 1, 0, 3)  # (f, w, S, C)
         nw = xf.shape[1]
-        proj = np.matmul(xf.reshape(n_bins, nw, n_src * n_ch), cf_all)
-        proj = proj.reshape(n_bins, nw, n_src, n_ch)  # s_true + e_spat + e_interf
+        proj = np.matmul(xf.reshape(n_bins, nw, n_sources * n_ch), cf_all)
+        proj = proj.reshape(n_bins, nw, n_sources, n_ch)  # s_true + e_spat + e_interf
         proj_own = np.einsum("fwja,jfac->fwjc", xf, cf_own)  # s_true + e_spat
         ef = sfft.rfft(est_w, n=n_fft, axis=2).transpose(2, 1, 0, 3)
 

@@ -181,9 +181,9 @@ def summarize(records, settings):
         values = [r.get(field) for r in ok]
         if any(isinstance(v, list) for v in values):
             names = ok[0]["source_names"]
-            n_src = len(names)
-            pooled = [x for v in values for x in (v if v is not None else [None] * n_src)]
-            entry = _stats(pooled, n_failed * n_src)
+            n_sources = len(names)
+            pooled = [x for v in values for x in (v if v is not None else [None] * n_sources)]
+            entry = _stats(pooled, n_failed * n_sources)
             entry["per_source"] = {
                 name: _stats([v[k] if v is not None else None for v in values], n_failed)
                 for k, name in enumerate(names)

@@ -126,8 +126,9 @@ class DiffSepModel(pl.LightningModule):
         self.sde = sde
         self.fs = int(fs)
         self.n_sources = int(n_sources)
-        if sde.ndim != self.n_sources:
-            raise ValueError(f"the SDE has ndim={sde.ndim} but n_sources={self.n_sources}")
+        if sde.n_sources != self.n_sources:
+            raise ValueError(
+                f"the SDE has n_sources={sde.n_sources} but the model n_sources={self.n_sources}")
         self._named_sources = bool(source_names)
         self.source_names = list(source_names or [f"s{i + 1}" for i in range(self.n_sources)])
         if len(self.source_names) != self.n_sources:

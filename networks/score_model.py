@@ -3,7 +3,7 @@
 Both take `x (B, K, L)`, `t (B,)`, `mix (B, 1, L)` and return a score `(B, K, L)`.
 The backbone may be a ready module or a factory (a Hydra `_partial_: true` node):
 the wrapper then calls it with the channel counts that follow from `n_sources`,
-so K = 2, 3, 4 only needs `n_speakers` changed in the config.
+so K = 2, 3, 4 only needs `n_sources` changed in the config.
 """
 
 from collections.abc import Callable

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import abc
 import copy
+import functools
+import inspect
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -77,6 +80,42 @@ def check_nonnegative(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
+def renamed_argument(old: str, new: str):
+    """Let the decorated callable (a constructor) take keyword ``old`` as a deprecated alias
+    of its argument ``new``: configs written before the rename (e.g. those stored in old
+    checkpoints, rebuilt with Hydra's ``instantiate``) keep working. Giving both is a
+    TypeError, and so is giving neither when ``new`` has no default."""
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        required = sig.parameters[new].default is inspect.Parameter.empty
+        name = fn.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            rest = {k: v for k, v in kwargs.items() if k != old}
+            try:
+                given = new in sig.bind_partial(*args, **rest).arguments
+            except TypeError:  # a bad call anyway: the callable's own error says why
+                if old in kwargs and new not in kwargs:
+                    kwargs[new] = kwargs.pop(old)
+                return fn(*args, **kwargs)
+            if old in kwargs:
+                if given:
+                    raise TypeError(f"{name}() got both {new}= and its deprecated alias "
+                                    f"{old}=; give {new} only")
+                warnings.warn(f"{name}(): {old}= is deprecated, use {new}=",
+                              DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            elif required and not given:
+                raise TypeError(f"{name}() missing the required argument {new} (formerly {old})")
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 class SDE(abc.ABC):
     """Forward SDE ``dx = f(x, t, mix) dt + g(t, mix) dw`` on ``t in [0, T]``, ``T = 1``.
 
@@ -90,16 +129,24 @@ class SDE(abc.ABC):
     T = 1.0
     min_sources = 2
 
-    def __init__(self, ndim: int, N: int):
-        if int(ndim) != ndim or ndim < self.min_sources:
+    @renamed_argument("ndim", "n_sources")
+    def __init__(self, n_sources: int, N: int):
+        if int(n_sources) != n_sources or n_sources < self.min_sources:
             raise ValueError(
-                f"{type(self).__name__} needs ndim (the number of sources K) to be an "
-                f"integer >= {self.min_sources}, got {ndim}"
+                f"{type(self).__name__} needs n_sources (the number of sources K) to be an "
+                f"integer >= {self.min_sources}, got {n_sources}"
             )
         if int(N) != N or N < 1:
             raise ValueError(f"N (number of sampling steps) must be an integer >= 1, got {N}")
-        self.ndim = int(ndim)
+        self.n_sources = int(n_sources)
         self.N = int(N)
+
+    @property
+    def ndim(self) -> int:
+        """Deprecated alias of :attr:`n_sources`."""
+        warnings.warn("SDE.ndim is deprecated, use SDE.n_sources", DeprecationWarning,
+                      stacklevel=2)
+        return self.n_sources
 
     # ---- what a concrete SDE defines -------------------------------------------------
     @abc.abstractmethod
@@ -121,9 +168,9 @@ class SDE(abc.ABC):
 
     # ---- shape handling --------------------------------------------------------------
     def _check(self, x: Tensor, mix: Tensor, name: str = "x") -> None:
-        if x.dim() != 3 or x.shape[1] != self.ndim:
+        if x.dim() != 3 or x.shape[1] != self.n_sources:
             raise ValueError(
-                f"{name} must have shape (B, K={self.ndim}, L), got {tuple(x.shape)}"
+                f"{name} must have shape (B, K={self.n_sources}, L), got {tuple(x.shape)}"
             )
         if mix.dim() != 3 or mix.shape[1] != 1:
             raise ValueError(f"mix must have shape (B, 1, L), got {tuple(mix.shape)}")
@@ -152,7 +199,7 @@ class SDE(abc.ABC):
         """``mix / K`` on every source, ``(B, K, L)``."""
         if mix.dim() != 3 or mix.shape[1] != 1:
             raise ValueError(f"mix must have shape (B, 1, L), got {tuple(mix.shape)}")
-        return (mix / self.ndim).expand(-1, self.ndim, -1)
+        return (mix / self.n_sources).expand(-1, self.n_sources, -1)
 
     def marginal_mean(self, x0: Tensor, t, mix: Tensor) -> Tensor:
         self._check(x0, mix, "x0")
@@ -177,8 +224,8 @@ class SDE(abc.ABC):
     def prior_sampling(self, shape, mix: Tensor, generator: torch.Generator | None = None):
         """``x_T = mix / K + L(T) z``: the mixture prior the reverse process starts from."""
         shape = tuple(shape)
-        if len(shape) != 3 or shape[1] != self.ndim:
-            raise ValueError(f"shape must be (B, K={self.ndim}, L), got {shape}")
+        if len(shape) != 3 or shape[1] != self.n_sources:
+            raise ValueError(f"shape must be (B, K={self.n_sources}, L), got {shape}")
         mean = self.prior_mean(mix)
         if tuple(mean.shape) != shape:
             raise ValueError(f"shape {shape} does not match mix {tuple(mix.shape)}")

@@ -20,6 +20,7 @@ from sdes.base import (
     check_sigmas,
     decayed_variance,
     geometric_diffusion,
+    renamed_argument,
     source_mean,
 )
 
@@ -28,14 +29,17 @@ class MixSDE(SDE):
     """Diffusion-mixing SDE: sources drift towards their average ``mix / K``.
 
     Args:
-        ndim: number of sources K (>= 2).
+        n_sources: number of sources K (>= 2); ``ndim`` is a deprecated alias.
         d_lambda: mixing rate ``gamma`` of the drift.
         sigma_min, sigma_max: noise level range, ``sigma_max > sigma_min > 0``.
         N: default number of reverse steps.
     """
 
-    def __init__(self, ndim: int, d_lambda: float, sigma_min: float, sigma_max: float, N: int):
-        super().__init__(ndim, N)
+    @renamed_argument("ndim", "n_sources")
+    def __init__(
+        self, n_sources: int, d_lambda: float, sigma_min: float, sigma_max: float, N: int
+    ):
+        super().__init__(n_sources, N)
         check_nonnegative("d_lambda", d_lambda)
         check_sigmas(sigma_min, sigma_max)
         self.d_lambda = float(d_lambda)
@@ -86,16 +90,17 @@ class PriorMixSDE(MixSDE):
 
     floor = 1e-4
 
+    @renamed_argument("ndim", "n_sources")
     def __init__(
         self,
-        ndim: int,
+        n_sources: int,
         d_lambda: float,
         sigma_min: float,
         sigma_max: float,
         N: int,
         avg_len: int = 510,
     ):
-        super().__init__(ndim, d_lambda, sigma_min, sigma_max, N)
+        super().__init__(n_sources, d_lambda, sigma_min, sigma_max, N)
         if int(avg_len) != avg_len or avg_len < 1:
             raise ValueError(f"avg_len must be an integer >= 1, got {avg_len}")
         self.avg_len = int(avg_len)

@@ -18,20 +18,24 @@ from sdes.base import (
     check_sigmas,
     decayed_variance,
     geometric_diffusion,
+    renamed_argument,
 )
 
 
 class OUVESDE(SDE):
     """OU variance-exploding SDE pulling every source towards ``mix / K``.
 
-    Unlike MixSDE it also accepts ``ndim = 1``: that is the original SGMSE+ setting
+    Unlike MixSDE it also accepts ``n_sources = 1``: that is the original SGMSE+ setting
     (clean speech drifting towards the noisy mixture).
     """
 
     min_sources = 1
 
-    def __init__(self, ndim: int, theta: float, sigma_min: float, sigma_max: float, N: int):
-        super().__init__(ndim, N)
+    @renamed_argument("ndim", "n_sources")
+    def __init__(
+        self, n_sources: int, theta: float, sigma_min: float, sigma_max: float, N: int
+    ):
+        super().__init__(n_sources, N)
         check_nonnegative("theta", theta)
         check_sigmas(sigma_min, sigma_max)
         self.theta = float(theta)

@@ -144,7 +144,7 @@ def _setup(sde: SDE, y: Tensor, N, eps, schedule):
         raise ValueError(f"y (the mixture) must have shape (B, 1, L), got {tuple(y.shape)}")
     N = sde.N if N is None else N
     ts = get_time_grid(schedule, N, sde.T, eps).tolist()
-    shape = (y.shape[0], sde.ndim, y.shape[2])
+    shape = (y.shape[0], sde.n_sources, y.shape[2])
     return ts, shape
 
 

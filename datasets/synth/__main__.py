@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("speech", help="WSJ0-{2,3}mix layout")
     _common(p, "data/synth/wsj0_mix")
     _speech_opts(p)
-    p.add_argument("--n-spkr", type=int, nargs="+", default=[2], choices=[2, 3])
+    p.add_argument("--n-sources", type=int, nargs="+", default=[2], choices=[2, 3],
+                   help="K, the number of sources (speakers) per mixture")  # fmt: skip
+    p.add_argument("--n-spkr", dest="n_sources", type=int, nargs="+", choices=[2, 3],
+                   help=argparse.SUPPRESS)  # the flag's old name, still accepted
     p.add_argument("--fs", type=int, nargs="+", default=[8000], choices=[8000, 16000])
     p.add_argument("--cut", nargs="+", default=["min"], choices=["min", "max"])
     p.add_argument("--n-tr", type=int, default=100)
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         speech = {"words": tuple(args.words), "max_seconds": args.max_seconds,
                   "backend": args.backend}  # fmt: skip
         return [generate_wsj0mix(args.out, k, args.fs, args.cut, sizes, **speech, **common)
-                for k in args.n_spkr]  # fmt: skip
+                for k in args.n_sources]  # fmt: skip
     if args.command == "enhancement":
         return [generate_vctk_demand(
             args.out, {"train": args.n_train, "test": args.n_test}, fs=args.fs,

@@ -8,6 +8,10 @@ from datasets.synth.wavio import write_atomic
 
 GENERATOR = "datasets.synth"
 MANIFEST = "manifest.json"
+# The key of K (the number of sources) in a manifest's params. Its old spelling is kept on
+# disk: a corpus is reused or completed only when its params match, so renaming the key
+# would make every corpus generated so far look foreign.
+N_SOURCES_PARAM = "n_spkr"
 
 LICENCES = {
     "speech": (

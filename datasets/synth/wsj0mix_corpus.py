@@ -36,7 +36,7 @@ LEVEL_CONVENTION = (
 class MixOptions:
     root: str  # {out}/{K}speakers
     seed: int
-    n_spkr: int
+    n_sources: int
     fs: tuple[int, ...]
     cuts: tuple[str, ...]
     words: tuple[int, int]
@@ -45,23 +45,23 @@ class MixOptions:
     overwrite: bool
 
 
-def plan_mix(seed: int, n_spkr: int, split: str, index: int, words=(5, 12)) -> dict:
+def plan_mix(seed: int, n_sources: int, split: str, index: int, words=(5, 12)) -> dict:
     """All random choices of one mixture (cheap: no synthesis)."""
-    rng = item_rng(seed, "wsj0mix", n_spkr, split, index)
+    rng = item_rng(seed, "wsj0mix", n_sources, split, index)
     pool = speakers_of_split(split)
-    chosen = rng.choice(len(pool), n_spkr, replace=False)
+    chosen = rng.choice(len(pool), n_sources, replace=False)
     utts = [plan_utterance(rng, pool[i], words) for i in chosen]
-    levels = [0.0] + [round(-float(rng.uniform(0, MAX_REL_DB)), 4) for _ in range(n_spkr - 1)]
+    levels = [0.0] + [round(-float(rng.uniform(0, MAX_REL_DB)), 4) for _ in range(n_sources - 1)]
     name = "_".join(
         f"{u.speaker.id}-{split}{index:05d}_{lvl:.4f}" for u, lvl in zip(utts, levels)
     )
     return {"name": name, "utterances": utts, "levels_db": levels}
 
 
-def item_paths(root: str | Path, fs: int, cut: str, split: str, n_spkr: int, name: str):
+def item_paths(root: str | Path, fs: int, cut: str, split: str, n_sources: int, name: str):
     """{folder: path} of one item: "mix", "s1", ..."""
     base = Path(root) / f"wav{fs // 1000}k" / cut / split
-    folders = ["mix"] + [f"s{k + 1}" for k in range(n_spkr)]
+    folders = ["mix"] + [f"s{k + 1}" for k in range(n_sources)]
     return {d: base / d / f"{name}.wav" for d in folders}
 
 
@@ -71,21 +71,21 @@ def write_mixture(paths: dict, audio: list[dict], levels_db, fs_list, cuts) -> N
     `paths[(fs, cut)]` is `item_paths(...)` of that rate and cut; `audio[k][fs]` is
     source k at rate fs with unit RMS; `levels_db[k]` its level relative to -25 dBFS.
     """
-    n_spkr = len(audio)
+    n_sources = len(audio)
     for fs in fs_list:
         lengths = [a[fs].size for a in audio]
-        srcs = np.zeros((n_spkr, max(lengths)))
+        srcs = np.zeros((n_sources, max(lengths)))
         for k, (a, lvl) in enumerate(zip(audio, levels_db)):
             srcs[k, : lengths[k]] = a[fs] * 10 ** ((TARGET_DB + lvl) / 20)
         peak = max(np.abs(srcs).max(), np.abs(srcs.sum(0)).max())
         srcs = (srcs * min(1.0, PEAK / peak)).astype(np.float32)
         mix = srcs[0].copy()
-        for k in range(1, n_spkr):
+        for k in range(1, n_sources):
             mix += srcs[k]  # float32 sum in file order: the loader's sum matches
         for cut in cuts:
             n = min(lengths) if cut == "min" else max(lengths)
             p = paths[(fs, cut)]
-            for k in range(n_spkr):
+            for k in range(n_sources):
                 write_wav(p[f"s{k + 1}"], srcs[k, :n], fs)
             write_wav(p["mix"], mix[:n], fs)  # last: a complete item has its mixture
 
@@ -93,11 +93,11 @@ def write_mixture(paths: dict, audio: list[dict], levels_db, fs_list, cuts) -> N
 def make_item(opts: MixOptions, key: tuple[str, int]) -> dict:
     """Render and write one mixture at every rate and cut; returns its metadata."""
     split, index = key
-    plan = plan_mix(opts.seed, opts.n_spkr, split, index, opts.words)
+    plan = plan_mix(opts.seed, opts.n_sources, split, index, opts.words)
     meta = {"name": plan["name"], "levels_db": plan["levels_db"],
             "utterances": [u.as_dict() for u in plan["utterances"]]}  # fmt: skip
     paths = {
-        (fs, cut): item_paths(opts.root, fs, cut, split, opts.n_spkr, plan["name"])
+        (fs, cut): item_paths(opts.root, fs, cut, split, opts.n_sources, plan["name"])
         for fs in opts.fs
         for cut in opts.cuts
     }
@@ -112,7 +112,7 @@ def make_item(opts: MixOptions, key: tuple[str, int]) -> dict:
 
 def generate_wsj0mix(
     out: str | Path = "data/synth/wsj0_mix",
-    n_spkr: int = 2,
+    n_sources: int = 2,
     fs=(8000,),
     cuts=("min",),
     sizes: dict[str, int] | None = None,
@@ -124,26 +124,26 @@ def generate_wsj0mix(
     backend: str = "library",
     progress: bool = True,
 ) -> Path:
-    """Generate (or complete) `{out}/{n_spkr}speakers`; returns the manifest path."""
+    """Generate (or complete) `{out}/{n_sources}speakers`; returns the manifest path."""
     sizes = dict(sizes or {"tr": 100, "cv": 10, "tt": 10})
     fs, cuts = tuple(sorted(set(fs))), tuple(sorted(set(cuts)))
     if not set(cuts) <= {"min", "max"} or not set(sizes) <= set(SPLITS):
         raise ValueError(f"cuts must be min/max and splits tr/cv/tt, got {cuts}, {sizes}")
-    root = Path(out) / f"{n_spkr}speakers"
-    params = {"seed": seed, "n_spkr": n_spkr, "sizes": sizes, "words": list(words),
+    root = Path(out) / f"{n_sources}speakers"
+    params = {"seed": seed, mf.N_SOURCES_PARAM: n_sources, "sizes": sizes, "words": list(words),
               "max_seconds": max_seconds, "backend": backend}  # fmt: skip
     old = mf.prepare_root(root, params, overwrite)
-    opts = MixOptions(str(root), seed, n_spkr, fs, cuts, tuple(words), max_seconds, backend,
+    opts = MixOptions(str(root), seed, n_sources, fs, cuts, tuple(words), max_seconds, backend,
                       overwrite)  # fmt: skip
     keys = [(split, i) for split in SPLITS for i in range(sizes.get(split, 0))]
-    metas = run_items(partial(make_item, opts), keys, workers, f"{n_spkr}speakers", progress)
+    metas = run_items(partial(make_item, opts), keys, workers, f"{n_sources}speakers", progress)
     outputs = {f"wav{f // 1000}k/{c}" for f in fs for c in cuts}
     if old is not None:
         outputs |= set(old.get("outputs", []))
     items = {s: [m for (sp, _), m in zip(keys, metas) if sp == s] for s in SPLITS}
     return mf.write_manifest(root, {
         "generator": mf.GENERATOR,
-        "corpus": f"synthetic WSJ0-{n_spkr}mix",
+        "corpus": f"synthetic WSJ0-{n_sources}mix",
         "params": params,
         "outputs": sorted(outputs),
         "levels": LEVEL_CONVENTION,

@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data/voices", help="output folder (default data/voices)")
     p.add_argument("--cache", default=None, help="packages cache (default OUT/cache)")
-    p.add_argument("--n-spkr", type=int, nargs="+", default=[2], choices=[2, 3])
+    p.add_argument("--n-sources", type=int, nargs="+", default=[2], choices=[2, 3],
+                   help="K, the number of sources (speakers) per mixture")  # fmt: skip
+    p.add_argument("--n-spkr", dest="n_sources", type=int, nargs="+", choices=[2, 3],
+                   help=argparse.SUPPRESS)  # the flag's old name, still accepted
     p.add_argument("--fs", type=int, nargs="+", default=[8000], choices=[8000, 16000])
     p.add_argument("--cut", nargs="+", default=["min"], choices=["min", "max"])
     p.add_argument("--n-tr", type=int, default=1000)
@@ -38,7 +41,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         paths = generate_voices(
-            args.out, args.n_spkr, args.fs, args.cut,
+            args.out, args.n_sources, args.fs, args.cut,
             {"tr": args.n_tr, "cv": args.n_cv, "tt": args.n_tt}, args.seed,
             tuple(args.seconds), tuple(args.pause), args.cache,
             workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,

@@ -121,7 +121,7 @@ def speaker_seconds(pool, fs: int) -> dict[str, float]:
 class VoiceOptions:
     root: str  # {out}/{K}speakers
     seed: int
-    n_spkr: int
+    n_sources: int
     fs: tuple[int, ...]
     cuts: tuple[str, ...]
     seconds: tuple[float, float]
@@ -131,10 +131,10 @@ class VoiceOptions:
 
 def plan_voice_mix(opts: VoiceOptions, split: str, index: int, speakers: list[str], pool):
     """All random choices of one mixture: speakers, utterance order, pauses, levels."""
-    rng = item_rng(opts.seed, "voices", opts.n_spkr, split, index)
-    chosen = [speakers[i] for i in rng.choice(len(speakers), opts.n_spkr, replace=False)]
+    rng = item_rng(opts.seed, "voices", opts.n_sources, split, index)
+    chosen = [speakers[i] for i in rng.choice(len(speakers), opts.n_sources, replace=False)]
     levels = [0.0] + [round(-float(rng.uniform(0, MAX_REL_DB)), 4)
-                      for _ in range(opts.n_spkr - 1)]  # fmt: skip
+                      for _ in range(opts.n_sources - 1)]  # fmt: skip
     sources = []
     for spk in chosen:
         target = float(rng.uniform(*opts.seconds))
@@ -179,7 +179,7 @@ def make_voice_item(opts: VoiceOptions, splits, key: tuple[str, int]) -> dict:
     split, index = key
     pool = _POOL
     plan = plan_voice_mix(opts, split, index, splits[split], pool)
-    paths = {(fs, cut): item_paths(opts.root, fs, cut, split, opts.n_spkr, plan["name"])
+    paths = {(fs, cut): item_paths(opts.root, fs, cut, split, opts.n_sources, plan["name"])
              for fs in opts.fs for cut in opts.cuts}  # fmt: skip
     if opts.overwrite or not all(p.exists() for d in paths.values() for p in d.values()):
         audio = [{fs: render_source(s, pool, fs) for fs in opts.fs} for s in plan["sources"]]
@@ -206,7 +206,7 @@ def licences(packages) -> dict[str, list[str]]:
 
 def generate_voices(
     out: str | Path = "data/voices",
-    n_spkr=(2,),
+    n_sources=(2,),
     fs=(8000,),
     cuts=("min",),
     sizes: dict[str, int] | None = None,
@@ -241,12 +241,12 @@ def generate_voices(
     pool = {s: u for s, u in pool.items() if s not in dropped}
     splits = assign_splits({s: secs[s] for s in pool})
     paths = []
-    for k in sorted(set(n_spkr)):
+    for k in sorted(set(n_sources)):
         short = [s for s in SPLITS if sizes.get(s, 0) and len(splits[s]) < k]
         if short:
             raise ValueError(f"split(s) {short} have fewer than {k} speakers: {splits}")
         root = out / f"{k}speakers"
-        params = {"seed": seed, "n_spkr": k, "sizes": sizes, "seconds": list(seconds),
+        params = {"seed": seed, mf.N_SOURCES_PARAM: k, "sizes": sizes, "seconds": list(seconds),
                   "pause_s": list(pause), "fs": list(fs), "cuts": list(cuts),
                   "packages": {n: p.as_dict() for n, p in pkgs.items()}}  # fmt: skip
         mf.prepare_root(root, params, overwrite, generator=GENERATOR)

@@ -38,7 +38,7 @@ def offset_of(i: int) -> float:
 def make_parallel(
     base: Path,
     lengths: list[int],
-    n_src: int,
+    n_sources: int,
     fs: int,
     mix_dirs=("mix",),
     noise_dir: str | None = None,
@@ -48,8 +48,8 @@ def make_parallel(
     names = []
     for i, length in enumerate(lengths):
         name = f"utt{i:02d}"
-        srcs = np.stack([ramp(length, k, offset_of(i)) for k in range(n_src)])
-        for k in range(n_src):
+        srcs = np.stack([ramp(length, k, offset_of(i)) for k in range(n_sources)])
+        for k in range(n_sources):
             write_wav(base / f"s{k + 1}" / f"{name}.wav", srcs[k], fs)
         for d in mix_dirs:
             write_wav(base / d / f"{name}.wav", srcs.sum(0), fs)
@@ -64,21 +64,21 @@ def make_parallel(
 WSJ_LENGTHS = {"tr": [4000, 3000, 1500, 3500], "cv": [2000, 2500], "tt": [1800, 2200]}
 
 
-def make_wsj0(root: Path, n_spkr: int = 2, fs: int = 8000, cut: str = "min") -> Path:
+def make_wsj0(root: Path, n_sources: int = 2, fs: int = 8000, cut: str = "min") -> Path:
     for split, lengths in WSJ_LENGTHS.items():
-        base = root / f"{n_spkr}speakers" / f"wav{fs // 1000}k" / cut / split
-        make_parallel(base, lengths, n_spkr, fs)
+        base = root / f"{n_sources}speakers" / f"wav{fs // 1000}k" / cut / split
+        make_parallel(base, lengths, n_sources, fs)
     return root
 
 
 LIBRI_LENGTHS = {"train-100": [3000, 2000, 2600], "dev": [1500, 1700], "test": [1600, 1900]}
 
 
-def make_librimix(root: Path, n_spkr: int = 2, fs: int = 8000, cut: str = "min") -> Path:
+def make_librimix(root: Path, n_sources: int = 2, fs: int = 8000, cut: str = "min") -> Path:
     for split, lengths in LIBRI_LENGTHS.items():
-        base = root / f"Libri{n_spkr}Mix" / f"wav{fs // 1000}k" / cut / split
+        base = root / f"Libri{n_sources}Mix" / f"wav{fs // 1000}k" / cut / split
         make_parallel(
-            base, lengths, n_spkr, fs, mix_dirs=("mix_clean",), noise_dir="noise",
+            base, lengths, n_sources, fs, mix_dirs=("mix_clean",), noise_dir="noise",
             noisy_mix_dir="mix_both",
         )
     return root
@@ -92,10 +92,10 @@ def vctk_pair(i: int, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_vctk(
-    root: Path, fs: int = 16000, n_speakers: int = 12, per_speaker: int = 2, length: int = 1600
+    root: Path, fs: int = 16000, train_speakers: int = 12, per_speaker: int = 2, length: int = 1600
 ) -> Path:
     i = 0
-    for split, n_spk in (("train", n_speakers), ("test", 2)):
+    for split, n_spk in (("train", train_speakers), ("test", 2)):
         for s in range(n_spk):
             for u in range(per_speaker):
                 name = f"p{200 + s + (100 if split == 'test' else 0)}_{u + 1:03d}"

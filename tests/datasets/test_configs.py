@@ -10,7 +10,7 @@ from tests.datasets.corpora import MUSDB_TRAIN
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
-# config name -> (fixture with the tree, n_speakers, fs, expected source names)
+# config name -> (fixture with the tree, n_sources, fs, expected source names)
 CASES = {
     "default": ("wsj0_root", 2, 8000, ["s1", "s2"]),
     "diffuse": ("wsj0_root", 2, 8000, ["s1", "s2"]),
@@ -32,7 +32,7 @@ def test_every_config_is_tested():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_config_instantiates(name, request):
-    fixture, n_spk, fs, sources = CASES[name]
+    fixture, n_sources, fs, sources = CASES[name]
     root = request.getfixturevalue(fixture)
     if name == "libri":  # the fixture has train-100 only
         extra = ["datamodule.train.split=train-100"]
@@ -40,7 +40,7 @@ def test_config_instantiates(name, request):
         extra = []
     overrides = [
         f"+datamodule={name}",
-        f"+n_speakers={n_spk}",
+        f"+n_sources={n_sources}",
         f"+fs={fs}",
         f"{TRAIN_NODE.get(name, 'datamodule.train')}.root={root}",
         "datamodule.batch_size=2",

@@ -58,8 +58,8 @@ def test_train_crops_are_random_slices(libri_root):
 
 
 def test_eval_dataset_mapping(libri_root):
-    clean = librimix_eval_dataset("libri-clean", libri_root, n_spkr=2, fs=8000)
-    noisy = librimix_eval_dataset("libri-noisy", libri_root, n_spkr=2, fs=8000)
+    clean = librimix_eval_dataset("libri-clean", libri_root, n_sources=2, fs=8000)
+    noisy = librimix_eval_dataset("libri-noisy", libri_root, n_sources=2, fs=8000)
     assert clean.split == noisy.split == "test"
     assert (clean.mixture, noisy.mixture) == ("clean", "both")
     assert clean.names == noisy.names == ["utt00", "utt01"]

@@ -105,11 +105,11 @@ def test_three_speakers_and_loader(corpus, tmp_path):
     wsj0_mix = pytest.importorskip("datasets.wsj0_mix")
     generate_wsj0mix(tmp_path, 3, fs=(8000,), cuts=("max",), sizes={"cv": 1}, words=(2, 2),
                      progress=False)  # fmt: skip
-    ds = wsj0_mix.WSJ0Mix(tmp_path, n_spkr=3, fs=8000, cut="max", split="cv", check_sum=True)
+    ds = wsj0_mix.WSJ0Mix(tmp_path, n_sources=3, fs=8000, cut="max", split="cv", check_sum=True)
     mix, tgt = ds[0]
     assert tuple(tgt.shape)[0] == 3 and mix.shape[-1] == tgt.shape[-1]
     assert float((mix[0] - tgt.sum(0)).abs().max()) < 1e-6
-    ds2 = wsj0_mix.WSJ0Mix(corpus.parent, n_spkr=2, fs=16000, cut="min", split="tr")
+    ds2 = wsj0_mix.WSJ0Mix(corpus.parent, n_sources=2, fs=16000, cut="min", split="tr")
     assert len(ds2) == SIZES["tr"] and ds2.source_names == ["s1", "s2"]
     mix, tgt = ds2[1]
     assert float((mix[0] - tgt.sum(0)).abs().max()) < 1e-6

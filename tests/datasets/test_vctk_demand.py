@@ -97,7 +97,7 @@ def test_noise_augment_pairs_other_noise_at_same_snr(vctk_root):
 
 
 def test_resampling_from_48k(tmp_path):
-    root = make_vctk(tmp_path / "v", fs=48000, n_speakers=2, per_speaker=1, length=4800)
+    root = make_vctk(tmp_path / "v", fs=48000, train_speakers=2, per_speaker=1, length=4800)
     with pytest.raises(DatasetError, match=r"sample rate mismatch in .*48000 Hz"):
         VCTKDemand(root, split="test", fs=16000)[0]
     ds = VCTKDemand(root, split="test", fs=16000, resample=True)
@@ -108,7 +108,7 @@ def test_resampling_from_48k(tmp_path):
 
 @pytest.fixture
 def small(tmp_path):
-    return make_vctk(tmp_path / "VCTK_DEMAND", n_speakers=2, per_speaker=1)
+    return make_vctk(tmp_path / "VCTK_DEMAND", train_speakers=2, per_speaker=1)
 
 
 def test_errors(small, tmp_path):
@@ -125,4 +125,4 @@ def test_errors(small, tmp_path):
     with pytest.raises(DatasetError, match=r"wrong number of channels in .*clean/p300_001"):
         VCTKDemand(small, split="test")[0]
     with pytest.raises(DatasetError, match="cannot hold out"):
-        VCTKDemand(make_vctk(tmp_path / "one", n_speakers=1, per_speaker=1), split="val")
+        VCTKDemand(make_vctk(tmp_path / "one", train_speakers=1, per_speaker=1), split="val")

@@ -118,7 +118,7 @@ OPTS = {"sizes": {"tr": 6, "cv": 2, "tt": 2}, "seconds": (1.0, 2.0), "progress":
 def corpus(fake_debs, tmp_path_factory):
     out = tmp_path_factory.mktemp("voices")
     cache = make_cache(out, fake_debs)
-    paths = vc.generate_voices(out / "corpus", n_spkr=(2, 3), fs=(8000, 16000),
+    paths = vc.generate_voices(out / "corpus", n_sources=(2, 3), fs=(8000, 16000),
                                cuts=("min", "max"), cache=cache, **OPTS)  # fmt: skip
     return out / "corpus", cache, paths
 
@@ -247,12 +247,12 @@ def test_rerun_resumes_to_the_same_bytes_and_refuses_other_options(corpus, fake_
                                "status": "incomplete"}))  # fmt: skip
     for p in files[::7]:
         p.unlink()
-    vc.generate_voices(out, n_spkr=(2, 3), fs=(8000, 16000), cuts=("min", "max"),
+    vc.generate_voices(out, n_sources=(2, 3), fs=(8000, 16000), cuts=("min", "max"),
                        cache=cache, **OPTS)  # fmt: skip
     assert {p: p.read_bytes() for p in sorted(out.rglob("*.wav"))} == before
     assert "status" not in json.loads(man.read_text())
     with pytest.raises(FileExistsError, match="other parameters"):
-        vc.generate_voices(out, n_spkr=(2,), fs=(8000, 16000), cuts=("min", "max"),
+        vc.generate_voices(out, n_sources=(2,), fs=(8000, 16000), cuts=("min", "max"),
                            cache=cache, **{**OPTS, "seconds": (1.0, 3.0)})  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from tests.datasets.corpora import WSJ_LENGTHS, make_wsj0, offset_of, ramp, ramp
 
 
 def test_whole_utterances_match_files(wsj0_root):
-    ds = WSJ0Mix(wsj0_root, n_spkr=2, fs=8000, cut="min", split="cv", check_sum=True)
+    ds = WSJ0Mix(wsj0_root, n_sources=2, fs=8000, cut="min", split="cv", check_sum=True)
     assert (ds.fs, ds.n_sources, ds.source_names) == (8000, 2, ["s1", "s2"])
     assert ds.names == ["utt00", "utt01"] and len(ds) == 2
     for i, length in enumerate(WSJ_LENGTHS["cv"]):
@@ -24,7 +24,7 @@ def test_whole_utterances_match_files(wsj0_root):
 
 
 def test_three_speakers(wsj0_root):
-    ds = WSJ0Mix(wsj0_root, n_spkr=3, fs=8000, cut="max", split="tt")
+    ds = WSJ0Mix(wsj0_root, n_sources=3, fs=8000, cut="max", split="tt")
     mix, tgt = ds[0]
     assert ds.source_names == ["s1", "s2", "s3"] and tgt.shape == (3, WSJ_LENGTHS["tt"][0])
 
@@ -85,8 +85,8 @@ def test_mix_dir_option(tmp_path):
 
 
 def test_invalid_options(wsj0_root):
-    with pytest.raises(ValueError, match="n_spkr"):
-        WSJ0Mix(wsj0_root, n_spkr=4)
+    with pytest.raises(ValueError, match="n_sources"):
+        WSJ0Mix(wsj0_root, n_sources=4)
     with pytest.raises(ValueError, match="split"):
         WSJ0Mix(wsj0_root, split="train")
 
@@ -190,7 +190,7 @@ def test_incomplete_generated_corpus_is_refused_with_the_command(tmp_path):
 
     make_wsj0(tmp_path)
     assert len(WSJ0Mix(tmp_path, split="tt")) == 2  # a corpus without manifest: real data
-    prepare_root(tmp_path / "2speakers", {"seed": 0, "n_spkr": 2}, overwrite=True)
+    prepare_root(tmp_path / "2speakers", {"seed": 0, "n_sources": 2}, overwrite=True)
     stub = json.loads((tmp_path / "2speakers" / "manifest.json").read_text())
     assert stub["status"] == "incomplete"  # what a killed generation leaves
     with pytest.raises(DatasetError, match=r"incomplete generated.*python -m datasets\.synth"):

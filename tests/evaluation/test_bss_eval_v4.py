@@ -32,15 +32,15 @@ def museval_metrics():
     return module
 
 
-def make_signals(n_src: int, seconds: float, n_ch: int, seed: int):
+def make_signals(n_sources: int, seconds: float, n_ch: int, seed: int):
     """Coloured-noise stems; estimates = references + filtered interference + noise.
 
     Reference 1 is silent during the second window so that window must be NaN.
     """
     rng = np.random.default_rng(seed)
     n = int(seconds * FS)
-    refs = lfilter([1.0], [1.0, -0.8], rng.standard_normal((n_src, n, n_ch)), axis=1)
-    refs *= rng.uniform(0.5, 2.0, size=(n_src, 1, 1))
+    refs = lfilter([1.0], [1.0, -0.8], rng.standard_normal((n_sources, n, n_ch)), axis=1)
+    refs *= rng.uniform(0.5, 2.0, size=(n_sources, 1, 1))
     refs[1, FS : 2 * FS] = 0.0
     interf = lfilter([0.6, 0.3, -0.2], [1.0], np.roll(refs, 1, axis=0), axis=1)
     ests = lfilter([1.0, 0.4], [1.0], refs, axis=1) + 0.5 * interf
@@ -70,7 +70,7 @@ def assert_close_to_museval(ours, theirs):
 
 
 @pytest.mark.parametrize(
-    "n_src, n_ch, filter_len, win, hop",
+    "n_sources, n_ch, filter_len, win, hop",
     [
         (4, 1, 512, FS, FS),  # the MUSDB convention, mono
         (2, 2, 512, FS, FS),  # stereo with the default filter length
@@ -78,8 +78,8 @@ def assert_close_to_museval(ours, theirs):
         (3, 2, 128, FS, FS // 2),  # overlapping windows
     ],
 )
-def test_matches_museval(museval_metrics, n_src, n_ch, filter_len, win, hop):
-    refs, ests = make_signals(n_src, 3.6, n_ch, seed=n_src + n_ch + filter_len)
+def test_matches_museval(museval_metrics, n_sources, n_ch, filter_len, win, hop):
+    refs, ests = make_signals(n_sources, 3.6, n_ch, seed=n_sources + n_ch + filter_len)
     if n_ch == 1:
         refs, ests = refs[..., 0], ests[..., 0]  # (n_sources, n_samples) input
     ours = bss_eval_v4(refs, ests, win, hop, filter_len)

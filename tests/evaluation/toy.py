@@ -20,13 +20,13 @@ def speech_like(n, fs, seed):
     return (0.2 * sig + 1e-3 * rng.standard_normal(n)).astype(np.float32)
 
 
-def toy_items(n_items, n_src, fs=8000, seconds=(0.8, 1.1), seed=0):
+def toy_items(n_items, n_sources, fs=8000, seconds=(0.8, 1.1), seed=0):
     """List of (mix (1, L), tgt (K, L)) with varied lengths."""
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n_items):
         n = int(fs * rng.uniform(*seconds))
-        tgt = np.stack([speech_like(n, fs, 100 * i + k) for k in range(n_src)])
+        tgt = np.stack([speech_like(n, fs, 100 * i + k) for k in range(n_sources)])
         items.append((torch.from_numpy(tgt.sum(0, keepdims=True)), torch.from_numpy(tgt)))
     return items
 
@@ -90,12 +90,12 @@ class FakeOracle:
         return est, N * (1 + corrector_steps), inter
 
 
-def write_wsj0(root, items, fs=8000, split="tt", n_src=2):
+def write_wsj0(root, items, fs=8000, split="tt", n_sources=2):
     """Write `items` in the WSJ0-mix layout of the seed README."""
-    base = Path(root) / f"{n_src}speakers" / f"wav{fs // 1000}k" / "min" / split
+    base = Path(root) / f"{n_sources}speakers" / f"wav{fs // 1000}k" / "min" / split
     for i, (mix, tgt) in enumerate(items):
         name = f"utt{i:02d}.wav"
-        for sub, sig in [("mix", mix[0])] + [(f"s{k + 1}", tgt[k]) for k in range(n_src)]:
+        for sub, sig in [("mix", mix[0])] + [(f"s{k + 1}", tgt[k]) for k in range(n_sources)]:
             (base / sub).mkdir(parents=True, exist_ok=True)
             sf.write(base / sub / name, sig.numpy(), fs, subtype="FLOAT")
     return base

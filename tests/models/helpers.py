@@ -26,15 +26,15 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def compose_score_model(name: str, n_speakers: int = 2, overrides=()):
-    """Compose config/model/score_model/<name>.yaml under a minimal root with n_speakers."""
+def compose_score_model(name: str, n_sources: int = 2, overrides=()):
+    """Compose config/model/score_model/<name>.yaml under a minimal root with n_sources."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             config_name=None,
-            overrides=[f"+model/score_model={name}", f"+n_speakers={n_speakers}", *overrides],
+            overrides=[f"+model/score_model={name}", f"+n_sources={n_sources}", *overrides],
         )
     return cfg.model.score_model
 
 
-def build_score_model(name: str, n_speakers: int = 2, overrides=()):
-    return instantiate(compose_score_model(name, n_speakers, overrides))
+def build_score_model(name: str, n_sources: int = 2, overrides=()):
+    return instantiate(compose_score_model(name, n_sources, overrides))

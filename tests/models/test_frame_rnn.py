@@ -66,7 +66,7 @@ def test_every_parameter_gets_a_gradient_through_the_stft_wrapper():
     may start dead. The FiLM layers start at zero (the identity), so the time MLP behind
     them gets its first gradient after one optimiser step."""
     torch.manual_seed(0)
-    model = build_score_model("frame_blstm", n_speakers=2)
+    model = build_score_model("frame_blstm", n_sources=2)
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     x, mix = torch.randn(1, 2, 2000), torch.randn(1, 1, 2000)
     dead = []
@@ -82,7 +82,7 @@ def test_every_parameter_gets_a_gradient_through_the_stft_wrapper():
 
 @pytest.mark.parametrize("K", [2, 3])
 def test_wrapper_sets_channels_for_k_sources(K):
-    model = build_score_model("frame_blstm", n_speakers=K)
+    model = build_score_model("frame_blstm", n_sources=K)
     assert (model.backbone.c_in, model.backbone.c_out) == (2 * K + 2, 2 * K)
     L = 1234  # any length: no frame padding
     with torch.no_grad():

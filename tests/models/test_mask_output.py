@@ -166,7 +166,7 @@ def test_conv_front_end_errors_and_parameter_count():
 
 def test_mask_model_with_conv_front_trains_every_parameter():
     torch.manual_seed(0)
-    model = build_score_model("frame_blstm", n_speakers=2, overrides=[
+    model = build_score_model("frame_blstm", n_sources=2, overrides=[
         "model.score_model.output=mask", "model.score_model.log_magnitude=true",
         "model.score_model.backbone.conv_channels=4"])
     assert (model.backbone.c_in, model.backbone.c_out) == (9, 4)

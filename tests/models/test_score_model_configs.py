@@ -21,7 +21,7 @@ def test_configs_found():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_instantiates_runs_and_counts(name):
     torch.manual_seed(0)
-    model = build_score_model(name, n_speakers=2).eval()
+    model = build_score_model(name, n_sources=2).eval()
     n_params = sum(p.numel() for p in model.parameters())
     if name in PUBLISHED:
         assert abs(n_params / PUBLISHED[name] - 1) < 0.005, n_params
@@ -34,8 +34,8 @@ def test_config_instantiates_runs_and_counts(name):
     assert y.shape == (1, 2, L) and torch.isfinite(y).all()
 
 
-def test_n_speakers_sets_channels():
+def test_n_sources_sets_channels():
     for K in (3, 4):
-        model = build_score_model("ncsnpp_small", n_speakers=K)
+        model = build_score_model("ncsnpp_small", n_sources=K)
         assert (model.n_sources, model.backbone.c_in, model.backbone.c_out) == (K, 2 * K + 2, 2 * K)
-        assert build_score_model("cdiffuse", n_speakers=K).backbone.n_sources == K
+        assert build_score_model("cdiffuse", n_sources=K).backbone.n_sources == K

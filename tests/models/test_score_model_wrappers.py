@@ -20,7 +20,7 @@ def _batch(K, L, B=2, seed=0):
 @pytest.mark.parametrize("K", [2, 3, 4])
 def test_tiny_shapes_for_k_sources(K):
     torch.manual_seed(0)
-    model = build_score_model("tiny", n_speakers=K).eval()
+    model = build_score_model("tiny", n_sources=K).eval()
     assert model.n_sources == K
     assert (model.backbone.c_in, model.backbone.c_out) == (2 * (K + 1), 2 * K)
     for L in (1, 100, 1001):
@@ -33,7 +33,7 @@ def test_tiny_shapes_for_k_sources(K):
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return randomize_(build_score_model("tiny", n_speakers=2))
+    return randomize_(build_score_model("tiny", n_sources=2))
 
 
 def test_gradients_reach_every_parameter(tiny):

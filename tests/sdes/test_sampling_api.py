@@ -185,9 +185,9 @@ def test_every_sde_and_k_runs_through_the_samplers():
                 sdes.PriorMixSDE(2, 2.0, 0.05, 0.5, 30), sdes.OUVESDE(3, 1.5, 0.05, 0.5, 30)]:
         for corrector in sdes.CORRECTORS:
             x, _ = sdes.get_pc_sampler("reverse_diffusion", corrector, sde, shrink, y, N=3)()
-            assert x.shape == (B, sde.ndim, 600) and torch.isfinite(x).all()
+            assert x.shape == (B, sde.n_sources, 600) and torch.isfinite(x).all()
         x, _ = sdes.get_ode_sampler(sde, shrink, y, N=3, final_step=True)()
-        assert x.shape == (B, sde.ndim, 600) and torch.isfinite(x).all()
+        assert x.shape == (B, sde.n_sources, 600) and torch.isfinite(x).all()
 
 
 def test_sampling_runs_without_autograd():

@@ -19,18 +19,18 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_sde_node_instantiates_with_root_n_speakers(name):
+def test_sde_node_instantiates_with_root_n_sources(name):
     node = OmegaConf.load(CONFIG_DIR / "model" / "sde" / f"{name}.yaml")
-    cfg = OmegaConf.create({"n_speakers": 3, "model": {"sde": node}})
+    cfg = OmegaConf.create({"n_sources": 3, "model": {"sde": node}})
     sde = instantiate(cfg.model.sde)
     cls, params = EXPECTED[name]
-    assert type(sde) is cls and sde.ndim == 3
+    assert type(sde) is cls and sde.n_sources == 3
     assert {k: getattr(sde, k) for k in params} == params
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sde_group_composes_under_model(name):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model/sde={name}", "n_speakers=4"])
+        cfg = compose("config", overrides=[f"model/sde={name}", "n_sources=4"])
     sde = instantiate(cfg.model.sde)
-    assert type(sde) is EXPECTED[name][0] and sde.ndim == 4
+    assert type(sde) is EXPECTED[name][0] and sde.n_sources == 4

@@ -185,7 +185,7 @@ def test_prior_mean_noise_std_time_and_copy():
     sde = sdes.MixSDE(K, GAMMA, SMIN, SMAX, 30)
     mix = torch.randn(2, 1, 5)
     torch.testing.assert_close(sde.prior_mean(mix), (mix / K).expand(2, K, 5))
-    assert sde.T == 1.0 and sde.N == 30 and sde.ndim == K
+    assert sde.T == 1.0 and sde.N == 30 and sde.n_sources == K
     t = torch.tensor([0.1, 1.0])
     lam1 = SMIN**2 * ((SMAX / SMIN) ** (2 * t) - 1)
     torch.testing.assert_close(sde.noise_std(t), lam1.sqrt())
@@ -205,15 +205,15 @@ def test_prior_mean_noise_std_time_and_copy():
 @pytest.mark.parametrize(
     "factory, match",
     [
-        (lambda: sdes.MixSDE(1, GAMMA, SMIN, SMAX, 30), "ndim"),
-        (lambda: sdes.MixSDE(2.5, GAMMA, SMIN, SMAX, 30), "ndim"),
+        (lambda: sdes.MixSDE(1, GAMMA, SMIN, SMAX, 30), "n_sources"),
+        (lambda: sdes.MixSDE(2.5, GAMMA, SMIN, SMAX, 30), "n_sources"),
         (lambda: sdes.MixSDE(2, GAMMA, 0.5, 0.5, 30), "sigma_max > sigma_min > 0"),
         (lambda: sdes.MixSDE(2, GAMMA, 0.0, 0.5, 30), "sigma_max > sigma_min > 0"),
         (lambda: sdes.MixSDE(2, GAMMA, 0.6, 0.5, 30), "sigma_max > sigma_min > 0"),
         (lambda: sdes.MixSDE(2, -1.0, SMIN, SMAX, 30), "d_lambda"),
         (lambda: sdes.MixSDE(2, GAMMA, SMIN, SMAX, 0), "N"),
         (lambda: sdes.PriorMixSDE(2, GAMMA, SMIN, SMAX, 30, avg_len=0), "avg_len"),
-        (lambda: sdes.OUVESDE(0, 1.5, SMIN, SMAX, 30), "ndim"),
+        (lambda: sdes.OUVESDE(0, 1.5, SMIN, SMAX, 30), "n_sources"),
         (lambda: sdes.OUVESDE(2, float("nan"), SMIN, SMAX, 30), "theta"),
         (lambda: sdes.OUVESDE(2, 1.5, -0.1, SMAX, 30), "sigma_max > sigma_min > 0"),
     ],

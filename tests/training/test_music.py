@@ -92,9 +92,9 @@ def test_pit_ordering_follows_a_source_shuffle():
 
 def test_fixed_order_validation_scores_stems_in_the_model_order():
     """Fixed order: estimate k is scored as stem k (no permutation); PIT models are matched."""
-    fixed = build_model("n_speakers=4", "model.source_order=fixed",
+    fixed = build_model("n_sources=4", "model.source_order=fixed",
                         f"model.source_names=[{','.join(STEMS)}]")
-    pit = build_model("n_speakers=4", "model.source_order=pit")
+    pit = build_model("n_sources=4", "model.source_order=pit")
     assert fixed.labelled_sources and not pit.labelled_sources
     g = torch.Generator().manual_seed(0)
     tgt = torch.randn(2, 4, 400, generator=g)
@@ -150,7 +150,7 @@ def test_music_experiments_hold_the_documented_choices():
     pit = compose_config(["experiment=music-separation-pit"])
     synth = compose_config(["experiment=music-separation", "datamodule=synth_music"])
     for cfg in (fixed, pit, synth):
-        assert cfg.n_speakers == 4 and cfg.fs == 22050
+        assert cfg.n_sources == 4 and cfg.fs == 22050
         assert list(cfg.model.source_names) == STEMS
         sm = cfg.model.score_model
         assert (sm.n_fft, sm.hop_length, sm.backbone.image_size) == (1022, 256, 512)

@@ -24,13 +24,13 @@ def test_experiment_composes(experiment):
     cfg = compose_config([f"experiment={experiment}"])
     OmegaConf.resolve(cfg.model)
     assert cfg.model._target_ == "models.diffsep.DiffSepModel"
-    assert cfg.model.n_sources == cfg.n_speakers == cfg.model.sde.ndim
+    assert cfg.model.n_sources == cfg.n_sources == cfg.model.sde.n_sources
 
 
 def test_separation_experiment_values():
     cfg = compose_config(["experiment=icassp-separation"])
     m = cfg.model
-    assert cfg.name == "default" and cfg.fs == 8000 and cfg.n_speakers == 2
+    assert cfg.name == "default" and cfg.fs == 8000 and cfg.n_sources == 2
     assert (m.init_hack, m.init_hack_p, m.t_eps, m.ema_decay) == (5, 0.1, 0.03, 0.999)
     assert m.optimizer.lr == 2e-4 and m.score_model.backbone.nf == 128
     assert m.score_model.spec_factor == 0.15
@@ -81,7 +81,7 @@ def test_enhancement_and_demo_values():
 def test_model_configs_instantiate(model):
     cfg = compose_config([f"model={model}"])
     module = instantiate(cfg.model)
-    assert module.n_sources == 2 and module.sde.ndim == 2
+    assert module.n_sources == 2 and module.sde.n_sources == 2
     if model in ("default", "large"):
         return  # same code as small, only wider: a CPU forward pass would be slow
     x = torch.randn(1, 2, 700)
