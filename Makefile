@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-full lint demo bench clean
 
 install: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 lint: install
 	$(VENV)/bin/ruff check .
 
+# the fast suite (tests marked slow deselected); test-full adds the slow ones (what CI runs)
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-full: test
+	$(PY) -m pytest -q -m slow
 
 demo: install
 	$(PY) -m demo

@@ -20,12 +20,13 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from training.callbacks import AtomicModelCheckpoint, LastCheckpoint, RNGState, StoreConfig
 
 
-def resumed_run_dir(ckpt, default):
-    """The run folder of `ckpt` (`<run>/checkpoints/<file>.ckpt`) when resuming, else
-    `default`: a resumed run goes on in its own folder, with its TensorBoard curves and
-    its list of best checkpoints."""
+def resumed_run_dir(ckpt, parent, name=None):
+    """The run folder: that of `ckpt` (`<run>/checkpoints/<file>.ckpt`) when resuming, so
+    that a resumed run goes on in its own folder, with its TensorBoard curves and its list
+    of best checkpoints; else `parent/name`, with the "/" of group overrides in `name`
+    (`model/score_model-tiny`) made "." so that the run is one folder."""
     if not ckpt:
-        return default
+        return parent if name is None else f"{parent}/{str(name).replace('/', '.')}"
     path = Path(str(ckpt)).resolve()
     if path.parent.name != "checkpoints":
         raise ValueError(f"resume_from_checkpoint={ckpt}: expected a checkpoint of a train.py "

@@ -15,7 +15,8 @@ def tiny_ckpt(tmp_path_factory):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    overrides = ["+model=tiny", "+n_sources=2", "+fs=8000", "+name=tinysep"]
+    overrides = ["+model=default", "model/score_model=tiny", "+n_sources=2", "+fs=8000",
+                 "+name=tinysep"]
     with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.3"):
         cfg = OmegaConf.to_container(compose(config_name=None, overrides=overrides), resolve=True)
     torch.manual_seed(0)

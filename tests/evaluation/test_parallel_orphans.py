@@ -38,6 +38,7 @@ def alive(pid):
         return f.read().split()[2] != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
 @pytest.mark.parametrize("protect", [False, True])
 def test_worker_outlives_a_killed_parent_only_without_the_guard(tmp_path, protect):

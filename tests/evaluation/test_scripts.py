@@ -40,8 +40,8 @@ def _config(data_root):
     config_dir = os.path.join(os.path.dirname(evaluate.__file__), "config")
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose(config_name=None, overrides=[
-            "+model=tiny", "+datamodule=default", "+n_sources=2", "+fs=8000",
-            "+name=tinyeval", f"datamodule.train.root={data_root}"])
+            "+model=default", "model/score_model=tiny", "+datamodule=default", "+n_sources=2",
+            "+fs=8000", "+name=tinyeval", f"datamodule.train.root={data_root}"])
     return OmegaConf.to_container(cfg, resolve=True)
 
 

@@ -18,7 +18,7 @@ def _inputs(seed=0):
 
 
 def test_stft_score_model_under_cpu_autocast_matches_float32():
-    for score_model in ("model/score_model=frame_blstm", "model=tiny"):
+    for score_model in ("model/score_model=frame_blstm", "model/score_model=tiny"):
         torch.manual_seed(0)
         model = build_model(score_model).eval()
         x, t, mix = _inputs()

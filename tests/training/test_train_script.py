@@ -41,10 +41,12 @@ def data_args(root):
     return [f"datamodule.train.root={root}", *TINY_DATA]
 
 
+@pytest.mark.slow
 def test_train_script_end_to_end(tmp_path, wsj0):
-    """Tiny NCSN++ (model=tiny): two steps, validation, test=true, then resume."""
+    """Tiny NCSN++ (model/score_model=tiny): two steps, validation, test=true, then resume."""
     exp = tmp_path / "exp"
-    args = [*data_args(wsj0), "model=tiny", "model.sampler.N=2", "model.sampler.corrector=none",
+    args = [*data_args(wsj0), "model/score_model=tiny", "model.sampler.N=2",
+            "model.sampler.corrector=none",
             "model.valid_max_sep_batches=1", "trainer.limit_val_batches=1",
             "trainer.limit_test_batches=1"]
     proc = run_train([*args, "trainer.max_steps=2", "trainer.limit_train_batches=2", "test=true",
@@ -54,7 +56,8 @@ def test_train_script_end_to_end(tmp_path, wsj0):
     assert len(runs) == 1
     run = runs[0]
     # Run dir named after the overrides that matter; excluded keys stay out of the name.
-    assert "model-tiny" in run.name and "paths.exp_dir" not in run.name
+    # the group override model/score_model=tiny is named in the one run folder
+    assert "model.score_model-tiny" in run.name and "paths.exp_dir" not in run.name
     assert "trainer.max_steps" not in run.name and "test-true" not in run.name
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and not any(n.startswith("last-v") for n in ckpts)

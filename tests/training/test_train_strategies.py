@@ -343,7 +343,7 @@ def test_training_loss_has_no_host_synchronisation(monkeypatch, overrides):
 
     from tests.training.fixtures import compose_config
 
-    model = instantiate(compose_config(["model=tiny", *overrides]).model)
+    model = instantiate(compose_config(["model/score_model=tiny", *overrides]).model)
     mix_tgt = torch.randn(2, 2, 1500, generator=torch.Generator().manual_seed(0))
     mix = mix_tgt.sum(1, keepdim=True)
 
