@@ -5,7 +5,7 @@ import torch
 
 from networks.layers.blocks import AttnBlock, ResnetBlockBigGAN, ResnetBlockDDPM
 from networks.ncsnpp import NCSNpp
-from tests.models.helpers import randomize_
+from tests.networks.helpers import randomize_
 
 # a small network on 32 x 8 inputs: two levels, attention at resolution 16 (level 1)
 SMALL = dict(

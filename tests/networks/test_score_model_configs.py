@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models.helpers import CONFIG_DIR, build_score_model
+from tests.networks.helpers import CONFIG_DIR, build_score_model
 
 CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model" / "score_model").glob("*.yaml"))
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from networks.frame_rnn import FrameBLSTM
-from tests.models.helpers import build_score_model, randomize_
+from tests.networks.helpers import build_score_model, randomize_
 
 
 def small(**kw):

@@ -9,7 +9,7 @@ import torch
 from networks.frame_rnn import FrameBLSTM
 from networks.score_model import STFTScoreModel
 from networks.spec import STFT
-from tests.models.helpers import build_score_model, randomize_
+from tests.networks.helpers import build_score_model, randomize_
 
 
 class _Fixed(torch.nn.Module):

@@ -6,7 +6,7 @@ import torch
 from networks.cdiffuse import CDiffuse
 from networks.ncsnpp import NCSNpp
 from networks.score_model import STFTScoreModel, WaveformScoreModel
-from tests.models.helpers import build_score_model, randomize_
+from tests.networks.helpers import build_score_model, randomize_
 
 
 def _batch(K, L, B=2, seed=0):
