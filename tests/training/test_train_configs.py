@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sdes import sampler_options
+from sdes import SAMPLER_DEFAULTS, sampler_options
 from tests.training.fixtures import CONFIG_DIR, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -17,6 +18,35 @@ def test_groups_are_present():
     assert {"icassp-separation", "noise-reduction", "demo"} <= set(EXPERIMENTS)
     assert set(MODELS) == {"default", "diffuse"}  # the network: model/score_model=...
     assert {"default", "allgpus", "cpu"} <= set(TRAINERS)
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value and "_target_" not in value:
+            yield from _leaves(value, path)
+        elif key != "defaults":
+            yield path, value
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_state_only_what_differs_from_the_defaults(experiment):
+    """Every value an experiment file sets differs from what its config groups give."""
+    raw = yaml.safe_load((CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text())
+    groups = [f"{k.removeprefix('override').strip().lstrip('/')}={v}"
+              for entry in raw.get("defaults", []) if isinstance(entry, dict)
+              for k, v in entry.items()]
+    base = compose_config(groups)
+    restated = []
+    for path, value in _leaves(raw):
+        default = OmegaConf.select(base, path, default=None)
+        if OmegaConf.is_config(default):
+            default = OmegaConf.to_container(default)
+        if path.startswith("model.sampler.") and default is None:  # null: SAMPLER_DEFAULTS
+            default = SAMPLER_DEFAULTS.get(path.rsplit(".", 1)[1])
+        if value == default:
+            restated.append(path)
+    assert not restated, f"{experiment} restates defaults: {restated}"
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
