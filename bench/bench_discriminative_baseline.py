@@ -27,11 +27,17 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from metrics.separation import pit_si_sdr, si_sdr
 from models.diffsep import denormalize, normalize
-from models.loading import MODEL_TARGETS, check_targets
+from models.loading import (
+    CONFIG_KEY,
+    MODEL_TARGETS,
+    check_targets,
+    model_from_checkpoint,
+    write_inference_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,17 +47,25 @@ def demo_config(overrides=(), experiment="demo"):
         return compose(config_name="config", overrides=[f"experiment={experiment}", *overrides])
 
 
-def save_one_shot(path, net, cfg):
-    """The trained separator and its run config, loadable with weights_only=True."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": OmegaConf.to_container(cfg, resolve=True),
-                "state_dict": net.state_dict()}, path)
+def save_one_shot(path, model, cfg, meta=None):
+    """The trained separator in the project's inference-file format (models/loading.py):
+    loadable with ``weights_only=True``, by :func:`load_one_shot`, and as the starting
+    point of a diffusion model of the same network (``train.py init_from=PATH``)."""
+    info = {"kind": "discriminative one-shot separator (bench_discriminative_baseline.py)"}
+    cfg = cfg.copy()
+    with open_dict(cfg):  # outside a Hydra run paths.output_dir cannot resolve
+        cfg.paths.output_dir = str(Path(path).parent)
+    write_inference_file(OmegaConf.to_container(cfg, resolve=True), model,
+                         {**info, **(meta or {})}, path)
 
 
 def load_one_shot(path):
-    """(net, sde, config dict) of a file written by :func:`save_one_shot`."""
+    """(net, sde, config dict) of a file written by :func:`save_one_shot` (or by the
+    earlier format of this bench: ``config`` and the network's ``state_dict``)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if CONFIG_KEY in ckpt:
+        model = model_from_checkpoint(ckpt, path)
+        return model.score_model.eval(), model.sde, ckpt[CONFIG_KEY]
     check_targets(ckpt["config"]["model"], MODEL_TARGETS, path)
     model = instantiate(OmegaConf.create(ckpt["config"]).model)
     model.score_model.load_state_dict(ckpt["state_dict"])
@@ -113,7 +127,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="write the curve here (JSON)")
     ap.add_argument("--experiment", default="demo", help="experiment config (default demo)")
     ap.add_argument("--save", type=Path, default=None,
-                    help="write the trained separator here (bench_pretrained.py --baseline)")
+                    help="write the trained separator here (bench_pretrained.py --baseline; "
+                         "train.py init_from=PATH starts a diffusion model from it)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides of the demo config")
     args = ap.parse_args(argv)
     if args.threads:
@@ -169,7 +184,8 @@ def main(argv=None):
         args.out.write_text(json.dumps(dict(steps=step, steps_per_s=step / elapsed,
                                             curve=curve), indent=1))
     if args.save:
-        save_one_shot(args.save, net, cfg)
+        save_one_shot(args.save, model, cfg, {"steps": step, "minutes": round(elapsed / 60, 1),
+                                              "threads": torch.get_num_threads()})
         print(f"wrote {args.save}")
 
 
