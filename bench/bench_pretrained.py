@@ -29,7 +29,7 @@ from datasets.audio import DatasetError
 from datasets.wsj0_mix import WSJ0Mix
 from evaluation.runner import Settings, evaluate_item
 from metrics.separation import score_item
-from models.loading import load_model
+from models.loading import config_n_sources, load_model
 from models.pretrained import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +43,7 @@ class OneShot:
 
         self.net, self.sde, cfg = load_one_shot(path)
         self.estimate = estimate
-        # K is `n_speakers` in the files written before the rename
-        self.fs, self.n_sources = int(cfg["fs"]), int(cfg.get("n_sources", cfg.get("n_speakers")))
+        self.fs, self.n_sources = int(cfg["fs"]), int(config_n_sources(cfg))
         self.source_names = [f"s{k + 1}" for k in range(self.n_sources)]
 
     def separate(self, mix, intermediate=False, generator=None, **_sampler):

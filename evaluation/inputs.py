@@ -14,6 +14,7 @@ from models.loading import (
     DATA_TARGETS,
     UnsafeCheckpoint,
     check_targets,
+    config_n_sources,
     read_checkpoint,
 )
 
@@ -63,9 +64,8 @@ def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=()
             raise EvaluationInputError(
                 f"{NO_PROC} needs the data to score: give --config-from CKPT or --datamodule NAME")
         # fs and K from the config when it has them (LibriMix splits need them); else
-        # the baseline adopts the first dataset's format in `attach_dataset`. K was
-        # `n_speakers` in the configs of checkpoints written before the rename.
-        fs, k = cfg.get("fs"), cfg.get("n_sources", cfg.get("n_speakers"))
+        # the baseline adopts the first dataset's format in `attach_dataset`.
+        fs, k = cfg.get("fs"), config_n_sources(cfg)
         names = [f"s{i + 1}" for i in range(k)] if k else []
         return MixtureBaseline(fs, k, names, cfg, exp)
     path = _check_ckpt_file(ckpt)

@@ -51,6 +51,12 @@ DATA_TARGETS = frozenset({
 })  # fmt: skip
 
 
+def config_n_sources(config):
+    """K from a run config (dict or DictConfig), None when it has none: `n_sources`, or
+    `n_speakers` in the configs of checkpoints written before the rename."""
+    return config.get("n_sources", config.get("n_speakers"))
+
+
 class NotADiffSepCheckpoint(ValueError):
     """The file is not a checkpoint written by this project's train.py."""
 
