@@ -3,7 +3,9 @@
     python separate.py INPUT OUTPUT_DIR [--model CKPT_OR_NAME] [options]
 
 Without ``--model`` the shipped two-speaker model (``pretrained/speech-2spk-8k.ckpt``,
-see docs/model-card-speech-2spk-8k.md) separates the input. INPUT is an audio file
+see docs/model-card-speech-2spk-8k.md) separates the input; ``--model music`` takes the
+shipped four-stem music model (``pretrained/music-4stem-11k.ckpt``, see
+docs/model-card-music-4stem-11k.md). INPUT is an audio file
 (wav/flac/ogg) or a folder of them. Each input gives one file per source, named by
 ``--filename``. The default follows the model: labelled stems (a
 music model trained with the fixed stem order) go to ``{track}/{source}.wav``, e.g.
@@ -29,13 +31,15 @@ from evaluation.cli import str2bool
 from evaluation.separator import (
     AUDIO_EXTENSIONS,
     DEFAULT_TEMPLATE,
+    MUSIC_SEGMENT_S,
+    SEGMENT_S,
     STEM_TEMPLATE,
     Separator,
     collect_inputs,
     default_device,
     remove_stale_partials,
 )
-from models.pretrained import DEFAULT_MODEL, PRETRAINED, resolve_model
+from models.pretrained import ALIASES, DEFAULT_MODEL, PRETRAINED, resolve_model
 from sdes.sampling import CORRECTORS, PREDICTORS, SCHEDULES
 
 
@@ -61,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default=None,
         help="checkpoint of a trained model, or the name of a shipped model "
-        f"({', '.join(PRETRAINED)}; default {DEFAULT_MODEL})",
+        f"({', '.join(PRETRAINED)}; short names: "
+        f"{', '.join(f'{a} = {n}' for a, n in ALIASES.items())}; default {DEFAULT_MODEL})",
     )  # fmt: skip
     p.add_argument("-r", "--recursive", action="store_true", help="search sub-folders")
     p.add_argument(
@@ -71,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--subtype", default=None, help="e.g. FLOAT (WAV default), PCM_16, PCM_24")
     g = p.add_argument_group("chunking")
-    g.add_argument("--segment", type=float, default=4.0, help="segment length in seconds")
+    g.add_argument("--segment", type=float, default=None,
+                   help=f"segment length in seconds (default {SEGMENT_S:g}; labelled stems, "
+                   f"e.g. music: {MUSIC_SEGMENT_S:g})")
     g.add_argument("--overlap", type=float, default=0.25, help="overlap fraction in [0, 1)")
     g.add_argument("--batch-size", type=int, default=4, help="excerpts per sampler call")
     g.add_argument("--mono", action="store_true", help="downmix to mono before separating")

@@ -19,14 +19,22 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from training.callbacks import AtomicModelCheckpoint, LastCheckpoint, RNGState, StoreConfig
 
+# Characters of override values that a path must not hold to be given back on the command
+# line unquoted (resume_from_checkpoint=<run>/checkpoints/last.ckpt): list brackets and
+# commas become plain separators, quotes and spaces go.
+_NAME_CHARS = str.maketrans({"/": ".", "[": "", "]": "", "{": "", "}": "", "(": "", ")": "",
+                             ",": "_", " ": "", "'": "", '"': ""})  # fmt: skip
+
 
 def resumed_run_dir(ckpt, parent, name=None):
     """The run folder: that of `ckpt` (`<run>/checkpoints/<file>.ckpt`) when resuming, so
     that a resumed run goes on in its own folder, with its TensorBoard curves and its list
     of best checkpoints; else `parent/name`, with the "/" of group overrides in `name`
-    (`model/score_model-tiny`) made "." so that the run is one folder."""
+    (`model/score_model-tiny`) made "." so that the run is one folder, and list values
+    (`speed=[0.85,1.15]` gives `speed-0.85_1.15`) written so that the path can be passed
+    back to train.py without quotes."""
     if not ckpt:
-        return parent if name is None else f"{parent}/{str(name).replace('/', '.')}"
+        return parent if name is None else f"{parent}/{str(name).translate(_NAME_CHARS)}"
     path = Path(str(ckpt)).resolve()
     if path.parent.name != "checkpoints":
         raise ValueError(f"resume_from_checkpoint={ckpt}: expected a checkpoint of a train.py "

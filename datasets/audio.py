@@ -168,6 +168,28 @@ def random_start(length: int, crop: int) -> int:
     return int(torch.randint(0, length - crop + 1, ()).item())
 
 
+def uniform(lo: float, hi: float) -> float:
+    """U(lo, hi) from torch's RNG (seeded per data-loader worker)."""
+    return lo + (hi - lo) * float(torch.rand(()))
+
+
+def random_colour(x: np.ndarray, eq_db: float, eq_bands: int = 4) -> np.ndarray:
+    """`x` (.., L) through a random smooth zero-phase magnitude response of at most `eq_db`.
+
+    The response in dB is a sum of `eq_bands` cosines over the frequency axis (0 to
+    Nyquist) with amplitudes U(-1, 1) * eq_db / eq_bands, 0.25 to 2 cycles and a random
+    phase: broad tilts and bumps, no phase change.
+    """
+    spec = np.fft.rfft(x)
+    f = np.linspace(0.0, 1.0, spec.shape[-1])
+    gain_db = np.zeros_like(f)
+    for _ in range(eq_bands):
+        amp = uniform(-1.0, 1.0) * eq_db / eq_bands
+        cycles, phase = uniform(0.25, 2.0), uniform(0.0, 2 * np.pi)
+        gain_db += amp * np.cos(2 * np.pi * cycles * f + phase)
+    return np.fft.irfft(spec * 10 ** (gain_db / 20), n=x.shape[-1])
+
+
 def check_sum(mix: np.ndarray, srcs: np.ndarray, path: str | Path, atol: float) -> None:
     """Fail if mix (1, L) differs from the sum of srcs (K, L) by more than `atol`."""
     err = float(np.max(np.abs(mix[0] - srcs.sum(axis=0))))

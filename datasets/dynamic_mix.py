@@ -30,10 +30,12 @@ from datasets.audio import (
     audio_info,
     check_info,
     fit_length,
+    random_colour,
     random_start,
     read_audio,
     resample,
     to_item,
+    uniform,
 )
 from datasets.wsj0_mix import ParallelFolderMix
 
@@ -92,7 +94,7 @@ class DynamicMix(Dataset):
         return len(self.corpus)
 
     def _uniform(self, lo: float, hi: float) -> float:
-        return lo + (hi - lo) * float(torch.rand(()))
+        return uniform(lo, hi)
 
     def draw_sources(self, idx: int) -> list[tuple[int, int]]:
         """(item, source slot) of each source: item `idx` first, then distinct speakers."""
@@ -124,23 +126,12 @@ class DynamicMix(Dataset):
             x = resample(fit_length(x, n_read), n_read, crop)
         return fit_length(x[0], crop).astype(np.float64)
 
-    def colour(self, x: np.ndarray) -> np.ndarray:
-        """`x` through a random smooth zero-phase magnitude response (at most `eq_db`)."""
-        spec = np.fft.rfft(x)
-        f = np.linspace(0.0, 1.0, spec.size)  # 0 .. Nyquist
-        gain_db = np.zeros_like(f)
-        for _ in range(self.eq_bands):
-            amp = self._uniform(-1.0, 1.0) * self.eq_db / self.eq_bands
-            cycles, phase = self._uniform(0.25, 2.0), self._uniform(0.0, 2 * np.pi)
-            gain_db += amp * np.cos(2 * np.pi * cycles * f + phase)
-        return np.fft.irfft(spec * 10 ** (gain_db / 20), n=x.size)
-
     def __getitem__(self, idx: int):
         if float(torch.rand(())) >= self.p:
             return self.corpus[idx]
         srcs = np.stack([self.read_crop(i, s) for i, s in self.draw_sources(idx)])
         if self.eq_db > 0:
-            srcs = np.stack([self.colour(x) for x in srcs])
+            srcs = np.stack([random_colour(x, self.eq_db, self.eq_bands) for x in srcs])
         rms = np.sqrt(np.mean(srcs**2, axis=1, keepdims=True))
         levels = [0.0] + [-self._uniform(0.0, self.max_rel_db) for _ in srcs[1:]]
         gains = 10 ** ((np.array(levels)[:, None] + self._uniform(*self.gain_db)) / 20)

@@ -22,12 +22,14 @@ from datasets.audio import (
     check_sum,
     fit_length,
     hash_holdout,
+    random_colour,
     random_start,
     read_audio,
     require_complete_corpus,
     require_dir,
     resample,
     to_item,
+    uniform,
 )
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,11 @@ class MUSDB18HQ(Dataset):
       read. `check_mixture` compares mixture.wav with the stem sum (max abs
       difference within `mixture_tol`).
     - `random_mix`: training only; every stem gets its own random offset.
+    - Remix augmentation (training only, off by default): `remix_tracks` draws every
+      stem from its own random track (and offset), `stem_gain_db` scales each stem by
+      U(-g, g) dB, `eq_db` colours each stem with a random smooth zero-phase response of
+      at most that many dB (`datasets.audio.random_colour`). The mixture is always the
+      sum of the stems as returned.
     """
 
     def __init__(
@@ -115,13 +122,20 @@ class MUSDB18HQ(Dataset):
         eval_segment_s: float | None = None,
         max_n_samples: int | None = None,
         allow_incomplete: bool = False,
+        remix_tracks: bool = False,
+        stem_gain_db: float = 0.0,
+        eq_db: float = 0.0,
     ):
         if split not in ("train", "valid", "test"):
             raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         if channels not in CHANNEL_MODES:
             raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {channels!r}")
-        if random_mix and not mixture_from_stems:
-            raise ValueError("random_mix needs mixture_from_stems=True")
+        remix = random_mix or remix_tracks or stem_gain_db or eq_db
+        if remix and not mixture_from_stems:
+            raise ValueError("random_mix, remix_tracks, stem_gain_db and eq_db need "
+                             "mixture_from_stems=True")
+        if stem_gain_db < 0 or eq_db < 0:
+            raise ValueError(f"stem_gain_db and eq_db must be >= 0, got {stem_gain_db}, {eq_db}")
         self.fs = int(fs)
         self.split = split
         self.train = split == "train"
@@ -129,9 +143,12 @@ class MUSDB18HQ(Dataset):
         self.source_names = list(STEMS if sources is None else sources)
         self.n_sources = len(self.source_names)
         self.mixture_from_stems = bool(mixture_from_stems)
-        self.check_mixture = bool(check_mixture) and not random_mix
+        self.check_mixture = bool(check_mixture) and not remix
         self.mixture_tol = float(mixture_tol)
         self.random_mix = bool(random_mix) and self.train
+        self.remix_tracks = bool(remix_tracks) and self.train
+        self.stem_gain_db = float(stem_gain_db) if self.train else 0.0
+        self.eq_db = float(eq_db) if self.train else 0.0
         self.samples_per_track = int(samples_per_track) if self.train else 1
         seg = segment_s if self.train else eval_segment_s
         self.segment = None if seg is None else int(round(seg * self.fs))
@@ -241,10 +258,19 @@ class MUSDB18HQ(Dataset):
         ch = self._channel(info.channels)
         start = self._start(info.frames, n_in)
         stems = []
-        for name in self.source_names:
-            if self.random_mix:
+        for k, name in enumerate(self.source_names):
+            if self.remix_tracks and k > 0:
+                track = self.tracks[int(torch.randint(len(self.tracks), ()))]
+                info, track_dir = self.info[track], self.folder / track
+                n_in = None if self.segment is None else math.ceil(self.segment * info.fs / self.fs)
+            if self.random_mix or (self.remix_tracks and k > 0):
                 start = self._start(info.frames, n_in)
-            stems.append(self._read(track_dir / f"{name}.wav", start, n_in, ch, info))
+            x = self._read(track_dir / f"{name}.wav", start, n_in, ch, info)
+            if self.eq_db > 0:
+                x = random_colour(x, self.eq_db)
+            if self.stem_gain_db > 0:
+                x = x * 10 ** (uniform(-self.stem_gain_db, self.stem_gain_db) / 20)
+            stems.append(x.astype(np.float32))
         tgt = np.stack(stems)
         # (1, L) for one channel; (C, L) with stems (K, C, L) for "stereo"
         stem_sum = tgt.sum(axis=0) if ch == "all" else tgt.sum(axis=0, keepdims=True)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from evaluation.music import score_music_item
 from evaluation.samples import save_sample
-from evaluation.separator import Separator, labelled_sources
+from evaluation.separator import MUSIC_SEGMENT_S, Separator, labelled_sources
 from metrics.separation import default_pesq_mode, score_item
 from sdes import SAMPLER_DEFAULTS
 
@@ -35,7 +35,6 @@ LIBRI_SPLITS = ("libri-clean", "libri-noisy")
 CONFIG_SPLITS = ("val", "test")
 METRIC_SETS = ("auto", "speech", "music")
 PERMUTATIONS = ("auto", "pit", "none")
-MUSIC_SEGMENT_S = 10.0  # default segment of music tracks (full songs do not fit at once)
 
 
 # The sampler options of Settings that always have a value once resolved (final_step may

@@ -100,12 +100,17 @@ def n_segments(length: int, segment: int, hop: int) -> int:
     return 1 if length <= segment else 1 + math.ceil((length - segment) / hop)
 
 
+SEGMENT_S = 4.0  # default segment of unlabelled sources (speech)
+MUSIC_SEGMENT_S = 10.0  # default segment of labelled stems (music: bars of context)
+
+
 class Separator:
     """Separate recordings with ``model`` (any object with ``fs``, ``n_sources``,
     ``source_names`` and ``separate(mix (B, 1, L), ..., generator=) -> (est, nfe, _)``).
 
     Args:
-        segment: segment length in seconds (at the model's rate).
+        segment: segment length in seconds (at the model's rate); ``None``:
+            MUSIC_SEGMENT_S for labelled stems, SEGMENT_S otherwise.
         overlap: fraction of a segment shared with its neighbour.
         batch_size: (channel, segment) excerpts per sampler call.
         mono: downmix to mono before separating (stems are then mono).
@@ -126,7 +131,7 @@ class Separator:
         self,
         model,
         *,
-        segment: float = 4.0,
+        segment: float | None = None,
         overlap: float = 0.25,
         batch_size: int = 4,
         mono: bool = False,
@@ -152,6 +157,8 @@ class Separator:
         self.source_names = list(model.source_names) if self.labelled else [
             f"s{k + 1}" for k in range(self.n_sources)]
         self.filename = default_template(self.labelled)
+        if segment is None:
+            segment = MUSIC_SEGMENT_S if self.labelled else SEGMENT_S
         self.segment = int(round(segment * self.fs))
         self.overlap = overlap
         self.batch_size = batch_size

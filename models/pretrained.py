@@ -20,7 +20,10 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 PRETRAINED = {
     "speech-2spk-8k": "two speakers, 8 kHz, recorded-voice corpus "
     "(docs/model-card-speech-2spk-8k.md)",
+    "music-4stem-11k": "drums, bass, other, vocals at 11.025 kHz, rendered multitrack corpus "
+    "(docs/model-card-music-4stem-11k.md)",
 }
+ALIASES = {"speech": "speech-2spk-8k", "music": "music-4stem-11k"}
 DEFAULT_MODEL = "speech-2spk-8k"
 
 
@@ -29,8 +32,8 @@ def pretrained_path(name: str) -> Path:
 
 
 def resolve_model(spec: str | Path | None) -> Path:
-    """A checkpoint path from a path, a shipped model's name, or None (the default)."""
-    spec = DEFAULT_MODEL if spec is None else spec
+    """A checkpoint path from a path, a shipped model's name or alias, or None (the default)."""
+    spec = DEFAULT_MODEL if spec is None else ALIASES.get(str(spec), spec)
     if str(spec) in PRETRAINED:
         path = pretrained_path(str(spec))
         if not path.is_file():
@@ -41,7 +44,7 @@ def resolve_model(spec: str | Path | None) -> Path:
         return path
     path = Path(spec)
     if not path.is_file():
-        names = ", ".join(PRETRAINED)
+        names = ", ".join([*PRETRAINED, *ALIASES])
         raise FileNotFoundError(f"checkpoint not found: {path} (shipped models: {names})")
     return path
 

@@ -29,24 +29,34 @@ def _note(notes, start, dur, key, vel, rng):
                   int(np.clip(vel + rng.integers(-8, 9), 20, 127))])  # fmt: skip
 
 
-def _drums(rng, n_bars, beat):
-    notes, kicks = [], KICK_PATTERNS[int(rng.integers(len(KICK_PATTERNS)))]
+def drum_part(rng, n_bars: int, beat: float, beats_per_bar: int = 4) -> list:
+    """A drum pattern in 16ths: kick pattern, backbeat snare, hi-hats, fills and crashes.
+
+    Four beats a bar: one of KICK_PATTERNS with the snare on beats 2 and 4. Other
+    metres: the kick on beat 1 (and the middle beat of six), the snare on the others.
+    """
+    notes, steps = [], 4 * beats_per_bar
+    if beats_per_bar == 4:
+        kicks, snares = KICK_PATTERNS[int(rng.integers(len(KICK_PATTERNS)))], (4, 12)
+    else:
+        kicks = (0, steps // 2) if beats_per_bar == 6 else (0,)
+        snares = tuple(4 * b for b in range(1, beats_per_bar) if 4 * b not in kicks)
     hat_step = int(rng.choice([1, 2, 2]))
     for bar in range(n_bars):
-        t0 = bar * 4 * beat
+        t0 = bar * beats_per_bar * beat
         fill = bar % 4 == 3 and rng.random() < 0.5
-        for s in range(16):
+        for s in range(steps):
             t = t0 + s * beat / 4
-            if fill and s >= 8:
+            if fill and s >= steps // 2:
                 if s % 2 == 0:
-                    _note(notes, t, beat / 4, TOMS[(15 - s) // 2 % 4], 100, rng)
+                    _note(notes, t, beat / 4, TOMS[(steps - 1 - s) // 2 % 4], 100, rng)
                 continue
             if s in kicks:
                 _note(notes, t, beat / 4, KICK, 110, rng)
-            if s in (4, 12):
+            if s in snares:
                 _note(notes, t, beat / 4, SNARE, 105, rng)
             if s % hat_step == 0:
-                hat = OPEN_HAT if s == 14 and rng.random() < 0.3 else HAT
+                hat = OPEN_HAT if s == steps - 2 and rng.random() < 0.3 else HAT
                 _note(notes, t, beat / 4, hat, 90 if s % 4 == 0 else 65, rng)
         if bar % 4 == 0:
             _note(notes, t0, 2 * beat, CRASH, 95, rng)
@@ -111,8 +121,12 @@ def _melody(rng, chords, beat, key, scale):
     return notes
 
 
-def compose(rng: np.random.Generator, duration: float) -> dict:
-    """A track of at least `duration` seconds as data: global settings and four stems."""
+def compose(rng: np.random.Generator, duration: float, other_parts: int = 1) -> dict:
+    """A track of at least `duration` seconds as data: global settings and four stems.
+
+    `other_parts` > 1 gives the other stem that many harmony parts, each with its own
+    instrument, pattern and panning.
+    """
     tempo = int(rng.integers(80, 151))
     beat = 60.0 / tempo
     key, mode = int(rng.integers(12)), str(rng.choice(list(SCALES)))
@@ -126,7 +140,7 @@ def compose(rng: np.random.Generator, duration: float) -> dict:
 
     stems = {
         "drums": {"program": int(rng.choice(DRUM_KITS)), "drums": True, "pan": pan(0.1),
-                  "notes": _drums(rng, n_bars, beat)},
+                  "notes": drum_part(rng, n_bars, beat)},
         "bass": {"program": int(rng.choice(BASS_PROGRAMS)), "drums": False, "pan": pan(0.1),
                  "notes": _bass(rng, chords, beat, key)},
         "other": {"program": int(rng.choice(OTHER_PROGRAMS)), "drums": False,
@@ -134,6 +148,11 @@ def compose(rng: np.random.Generator, duration: float) -> dict:
         "vocals": {"program": int(rng.choice(VOCAL_PROGRAMS)), "drums": False,
                    "pan": pan(0.15), "notes": _melody(rng, chords, beat, key, scale)},
     }  # fmt: skip
+    if other_parts > 1:
+        first = {k: stems["other"].pop(k) for k in ("program", "pan", "notes")}
+        stems["other"]["parts"] = [first] + [
+            {"program": int(rng.choice(OTHER_PROGRAMS)), "pan": pan(0.8),
+             "notes": _harmony(rng, chords, beat)} for _ in range(other_parts - 1)]  # fmt: skip
     for stem in stems.values():
         stem["gain_db"] = round(float(rng.uniform(-4, 2)), 2)
         stem["reverb"] = round(float(rng.uniform(0.05, 0.3)), 3)

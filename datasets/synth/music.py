@@ -1,7 +1,10 @@
-"""Render a composition to stereo stems with TinySoundFont and the TimGM6mb soundfont.
+"""Render a composition to stereo stems with TinySoundFont and a General MIDI soundfont.
 
-Each stem gets its own synthesizer, so the stems are separate signals and
-their sum is the mixture. Rendering is offline into numpy (no audio device).
+Each stem is rendered on its own (all voices of the synthesizer stopped between
+stems), so the stems are separate signals and their sum is the mixture. A stem
+may hold several parts, each with its own instrument, panning and notes. The
+soundfont is TimGM6mb (shipped with pretty_midi) unless a path is given.
+Rendering is offline into numpy (no audio device).
 """
 
 import os
@@ -13,6 +16,7 @@ from scipy import fft
 MUSIC_FS = 44100
 _BLOCK = 512  # pitch-bend update period for the vocal vibrato (about 12 ms)
 _VOCAL_CHANNEL, _DRUM_CHANNEL = 0, 9
+_FLUSH = 8192  # samples rendered and dropped after stopping all voices
 
 
 def soundfont_path() -> str:
@@ -21,10 +25,15 @@ def soundfont_path() -> str:
     return os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
 
 
-@lru_cache(maxsize=1)
-def _soundfont_bytes() -> bytes:
-    with open(soundfont_path(), "rb") as f:
-        return f.read()
+@lru_cache(maxsize=4)
+def _synth(path: str, fs: int):
+    """One synthesizer per soundfont and rate, per process (loading a large one takes s)."""
+    import tinysoundfont
+
+    synth = tinysoundfont.Synth(samplerate=fs)
+    with open(path, "rb") as f:
+        sfid = synth.sfload(f.read())
+    return synth, sfid
 
 
 def _events(stem: dict, fs: int, n: int, vibrato: bool) -> list[tuple]:
@@ -41,15 +50,40 @@ def _events(stem: dict, fs: int, n: int, vibrato: bool) -> list[tuple]:
     return sorted(ev)
 
 
-def render_stem(stem: dict, duration: float, fs: int = MUSIC_FS) -> np.ndarray:
-    """Dry stereo float32 (n, 2) rendering of one stem, panned."""
-    import tinysoundfont
+def _silence(synth) -> None:
+    """Stop every voice and render their quick release away: the next part starts clean."""
+    synth.sounds_off()
+    synth.generate(_FLUSH)
 
+
+def _select(synth, sfid: int, stem: dict) -> None:
+    """The stem's program on its channel; a program the soundfont lacks falls back to 0."""
+    ch, drums = (_DRUM_CHANNEL, True) if stem["drums"] else (_VOCAL_CHANNEL, False)
+    for program in (stem["program"], 0):
+        try:
+            synth.program_select(ch, sfid, 128 if drums else 0, program, drums)
+            return
+        except RuntimeError:
+            continue
+    raise RuntimeError(f"the soundfont has neither program {stem['program']} nor 0")
+
+
+def parts_of(stem: dict) -> list[dict]:
+    """The parts of a stem: its "parts" list, or the stem itself as one part."""
+    if "parts" not in stem:
+        return [stem]
+    shared = {k: v for k, v in stem.items() if k != "parts"}
+    return [{**shared, **part} for part in stem["parts"]]
+
+
+def render_part(stem: dict, duration: float, fs: int = MUSIC_FS, soundfont: str | None = None):
+    """Dry stereo float64 (n, 2) rendering of one part (program, notes, pan)."""
     n = int(round(duration * fs))
-    synth = tinysoundfont.Synth(samplerate=fs)
-    sfid = synth.sfload(_soundfont_bytes())
+    synth, sfid = _synth(soundfont or soundfont_path(), fs)
+    _silence(synth)
     ch = _DRUM_CHANNEL if stem["drums"] else _VOCAL_CHANNEL
-    synth.program_select(ch, sfid, 128 if stem["drums"] else 0, stem["program"], stem["drums"])
+    _select(synth, sfid, stem)
+    synth.pitchbend(ch, 8192)
     parts, pos = [], 0
     for at, _, kind, a, b in _events(stem, fs, n, vibrato=stem.get("vibrato", False)):
         if at > pos:
@@ -68,6 +102,11 @@ def render_stem(stem: dict, duration: float, fs: int = MUSIC_FS) -> np.ndarray:
     return x * np.sqrt(2) * np.array([np.cos(angle), np.sin(angle)])
 
 
+def render_stem(stem: dict, duration: float, fs: int = MUSIC_FS, soundfont: str | None = None):
+    """Dry stereo float64 (n, 2): the sum of the stem's parts, each panned."""
+    return sum(render_part(p, duration, fs, soundfont) for p in parts_of(stem))
+
+
 def reverb_ir(rng: np.random.Generator, fs: int, seconds: float = 1.2) -> np.ndarray:
     """A decaying stereo noise tail: a cheap room so stems do not sound bone dry."""
     t = np.arange(int(seconds * fs)) / fs
@@ -76,7 +115,10 @@ def reverb_ir(rng: np.random.Generator, fs: int, seconds: float = 1.2) -> np.nda
     return ir / np.sqrt(np.sum(ir**2, axis=0))
 
 
-def render_track(comp: dict, duration: float, rng: np.random.Generator, fs: int = MUSIC_FS):
+def render_track(
+    comp: dict, duration: float, rng: np.random.Generator, fs: int = MUSIC_FS,
+    soundfont: str | None = None,
+):
     """All stems (float64, (n, 2)) at their levels, with a shared room; no peak control."""
     ir = reverb_ir(rng, fs)
     n = int(round(duration * fs))
@@ -85,7 +127,7 @@ def render_track(comp: dict, duration: float, rng: np.random.Generator, fs: int 
     room = fft.rfft(ir.astype(np.float32), n_fft, axis=0)
     stems = {}
     for name, stem in comp["stems"].items():
-        dry = render_stem({**stem, "vibrato": name == "vocals"}, duration, fs)
+        dry = render_stem({**stem, "vibrato": name == "vocals"}, duration, fs, soundfont)
         level = np.sqrt(np.mean(dry**2)) + 1e-12
         dry = dry * 10 ** ((-20 + stem["gain_db"]) / 20) / level  # -20 dBFS RMS + gain
         wet = fft.irfft(fft.rfft(dry.astype(np.float32), n_fft, axis=0) * room, n_fft, axis=0)[:n]

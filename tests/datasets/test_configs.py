@@ -20,6 +20,7 @@ CASES = {
     "synth_nr": ("vctk_root", 2, 16000, ["clean", "noise"]),
     "musdb": ("musdb_root", 4, 8000, ["drums", "bass", "other", "vocals"]),
     "synth_music": ("musdb_root", 4, 8000, ["drums", "bass", "other", "vocals"]),
+    "music": ("musdb_root", 4, 8000, ["drums", "bass", "other", "vocals"]),
     "voices": ("wsj0_root", 2, 8000, ["s1", "s2"]),
 }
 # where the training corpus's root is (voices: the corpus that DynamicMix remixes)
@@ -60,8 +61,11 @@ def test_config_instantiates(name, request):
     if name == "voices":  # training examples are remixes of the corpus's sources
         assert type(dm.train_set).__name__ == "DynamicMix"
         assert dm.train_set.corpus.split == "tr" and dm.val_set.split == "cv"
-    if name == "synth_music":  # validation tracks from the corpus manifest
+    if name in ("synth_music", "music"):  # validation tracks from the corpus manifest
         assert dm.val_set.names == [MUSDB_TRAIN[-1]]
+    if name == "music":  # remixed training items, plain validation items
+        assert dm.train_set.remix_tracks and dm.train_set.eq_db > 0
+        assert not dm.val_set.remix_tracks and dm.val_set.eq_db == 0
     mix, tgt, lengths = next(iter(dm.train_dataloader()))
     assert mix.shape[:2] == (2, 1) and tgt.shape[:2] == (2, len(sources))
     train = cfg.datamodule.train.get("corpus") or cfg.datamodule.train

@@ -10,6 +10,7 @@ from datasets.audio import DatasetError
 from datasets.musdb import MUSDB18HQ, MUSDB_LAYOUT, VALID_TRACKS
 from tests.datasets.corpora import (
     MUSDB_LEN,
+    MUSDB_STEMS,
     MUSDB_TEST,
     MUSDB_TRAIN,
     make_musdb,
@@ -156,3 +157,69 @@ def test_errors(tmp_path):
     (root / "manifest.json").unlink()
     with pytest.raises(DatasetError, match=r"valid_tracks.*manifest\.json"):
         MUSDB18HQ(root, split="train", valid_tracks="manifest")
+
+
+def _slope_tree(root, n_tracks=4, length=8820):
+    """Track t, stem k: a ramp of slope (t + 1)(k + 1) 1e-6 per sample (its fingerprint)."""
+    names = [f"Band {t} - Tune" for t in range(n_tracks)]
+    for t, name in enumerate(names):
+        stems = [np.tile((t + 1) * (k + 1) * 1e-6 * np.arange(length, dtype=np.float32), (2, 1))
+                 for k in range(4)]
+        for k, stem in enumerate(stems):
+            write_wav(root / "train" / name / f"{MUSDB_STEMS[k]}.wav", stem, 44100)
+        write_wav(root / "train" / name / "mixture.wav", np.sum(stems, axis=0), 44100)
+    return names
+
+
+def _track_of(x: np.ndarray, k: int) -> float:
+    return np.polyfit(np.arange(x.size), x.astype(np.float64), 1)[0] / ((k + 1) * 1e-6) - 1
+
+
+def test_remix_tracks_draws_each_stem_from_its_own_track(tmp_path):
+    names = _slope_tree(tmp_path)
+    ds = MUSDB18HQ(tmp_path, split="train", channels="left", segment_s=0.05,
+                   remix_tracks=True, valid_tracks=names[:1])  # fmt: skip
+    torch.manual_seed(0)
+    mixed = 0
+    for i in range(len(ds)):
+        mix, tgt = ds[i]
+        tracks = [_track_of(tgt[k].numpy(), k) for k in range(4)]
+        assert np.allclose(tracks, np.round(tracks), atol=1e-3), tracks  # unaltered crops
+        assert round(tracks[0]) == names.index(ds.names[i // ds.samples_per_track])
+        assert set(np.round(tracks)) <= {1, 2, 3}  # never the validation track
+        mixed += len(set(np.round(tracks))) > 1
+        torch.testing.assert_close(mix[0], tgt.sum(0), rtol=0, atol=1e-6)
+    assert mixed >= 2  # 3 items; all 4 stems from one track has probability 1/27
+    valid = MUSDB18HQ(tmp_path, split="valid", channels="left", remix_tracks=True,
+                      stem_gain_db=4.0, eq_db=6.0, valid_tracks=names[:1])  # fmt: skip
+    _, tgt = valid[0]  # evaluation items are never remixed
+    assert np.allclose([_track_of(tgt[k].numpy(), k) for k in range(4)], 0, atol=1e-3)
+
+
+def test_stem_gains_are_bounded_and_colouring_keeps_the_sum(musdb_root):
+    ds = MUSDB18HQ(musdb_root, split="train", channels="left", segment_s=0.1,
+                   stem_gain_db=4.0)
+    torch.manual_seed(1)
+    gains = []
+    for i in range(8):
+        _, tgt = ds[i % len(ds)]
+        for k in range(4):  # a gain g on a ramp of slope b: slope g b
+            slope = np.polyfit(np.arange(tgt.shape[1]), tgt[k].numpy().astype(np.float64), 1)[0]
+            gains.append(20 * np.log10(abs(slope) / (1e-5 * (k + 1))))
+    assert max(np.abs(gains)) <= 4.0 + 1e-3 and np.std(gains) > 0.5
+    coloured = MUSDB18HQ(musdb_root, split="train", channels="left", segment_s=0.1,
+                         eq_db=6.0)
+    plain = MUSDB18HQ(musdb_root, split="train", channels="left", segment_s=0.1)
+    torch.manual_seed(2)
+    mix, tgt = coloured[0]
+    torch.manual_seed(2)  # the same crop (the start is drawn before the colours)
+    _, ref = plain[0]
+    torch.testing.assert_close(mix[0], tgt.sum(0), rtol=0, atol=1e-6)
+    for k in range(4):
+        assert not torch.allclose(tgt[k], ref[k], atol=1e-6)  # it did colour
+        ratio_db = 20 * torch.log10(tgt[k].norm() / ref[k].norm())
+        assert abs(float(ratio_db)) <= 6.0
+    with pytest.raises(ValueError, match="mixture_from_stems"):
+        MUSDB18HQ(musdb_root, remix_tracks=True, mixture_from_stems=False)
+    with pytest.raises(ValueError, match="stem_gain_db"):
+        MUSDB18HQ(musdb_root, stem_gain_db=-1.0)

@@ -11,6 +11,8 @@ from models.pretrained import DEFAULT_MODEL, export, pretrained_path, resolve_mo
 # Regression floor for the shipped model on its shipped examples, well below what it
 # measured (docs/model-card-speech-2spk-8k.md): a broken export or sampler falls under it.
 MIN_EXAMPLE_SI_SDRI = 1.0
+# The same for the shipped music model on a rendered song (docs/model-card-music-4stem-11k.md).
+MIN_MUSIC_SI_SDRI = 1.0
 
 
 def test_export_keeps_the_ema_weights_only_and_separates_identically(tiny_ckpt, tmp_path):
@@ -44,6 +46,9 @@ def test_resolve_model_by_name_path_or_default(tiny_ckpt, tmp_path):
     assert resolve_model(None) == resolve_model(DEFAULT_MODEL) == pretrained_path(DEFAULT_MODEL)
     with pytest.raises(FileNotFoundError, match="shipped models: speech-2spk-8k"):
         resolve_model(tmp_path / "none.ckpt")
+    assert resolve_model("speech") == pretrained_path("speech-2spk-8k")
+    assert resolve_model("music") == resolve_model("music-4stem-11k")
+    assert resolve_model("music") == pretrained_path("music-4stem-11k")
 
 
 @pytest.mark.slow
@@ -65,6 +70,36 @@ def test_the_shipped_model_loads_safely_and_separates_its_examples():
         assert est.shape == ref.shape and torch.isfinite(est).all()
         gains.append(float((pit_si_sdr(est, ref)[0] - si_sdr(mix.expand_as(ref), ref)).mean()))
     assert np.mean(gains) > MIN_EXAMPLE_SI_SDRI, gains
+
+
+@pytest.mark.slow
+def test_the_shipped_music_model_writes_four_stereo_stems_better_than_the_mixture(tmp_path):
+    from datasets.synth.composition import compose
+    from datasets.synth.music import render_track
+    from metrics.separation import si_sdr
+    from separate import main as separate_main
+
+    path = pretrained_path("music-4stem-11k")
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert path.stat().st_size < 25e6 and "optimizer_states" not in raw
+    fs, seconds, names = 44100, 6.0, ("drums", "bass", "other", "vocals")
+    stems = render_track(compose(np.random.default_rng(11), seconds), seconds,
+                         np.random.default_rng(12))  # fmt: skip
+    ref = np.stack([stems[s] for s in names]).astype(np.float32)  # (4, L, 2)
+    ref *= 0.5 / np.abs(ref.sum(0)).max()
+    sf.write(tmp_path / "song.wav", ref.sum(0), fs, subtype="FLOAT")
+    assert separate_main([str(tmp_path / "song.wav"), str(tmp_path / "out"),
+                          "--model", "music", "-d", "cpu"]) == 0  # fmt: skip
+    est = []
+    for s in names:
+        x, rate = sf.read(tmp_path / "out" / "song" / f"{s}.wav", dtype="float32")
+        assert rate == fs and x.shape == ref.shape[1:]  # the input's rate, length, channels
+        est.append(x)
+    est = torch.tensor(np.stack(est)).permute(2, 0, 1)  # (channels, 4, L)
+    ref_t = torch.tensor(ref).permute(2, 0, 1)
+    mix = ref_t.sum(1, keepdim=True).expand_as(ref_t)
+    gain = float((si_sdr(est, ref_t) - si_sdr(mix, ref_t)).mean())
+    assert gain > MIN_MUSIC_SI_SDRI, gain
 
 
 def test_demo_scores_perfect_estimates_far_above_the_mixture(tmp_path):

@@ -12,7 +12,7 @@ import soxr
 import torch
 
 import separate
-from evaluation.separator import Separator, collect_inputs
+from evaluation.separator import MUSIC_SEGMENT_S, SEGMENT_S, Separator, collect_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -318,3 +318,11 @@ def test_cli_end_to_end_with_a_tiny_checkpoint(tiny_ckpt, tmp_path):
         torch.set_num_threads(threads)
     api = sf.read(tmp_path / "api" / "s2" / "a.wav", dtype="float32")[0]
     np.testing.assert_allclose(api, sf.read(out / "s2" / "a.wav", dtype="float32")[0], atol=1e-4)
+
+
+def test_default_segment_follows_the_kind_of_sources():
+    speech = Separator(FakeModel((1.0, 0.0)))
+    music = Separator(FakeModel((0.1, 0.2, 0.3, 0.4), ["drums", "bass", "other", "vocals"]))
+    assert speech.segment == round(SEGMENT_S * 8000)
+    assert music.segment == round(MUSIC_SEGMENT_S * 8000) and MUSIC_SEGMENT_S > SEGMENT_S
+    assert Separator(FakeModel((1.0, 0.0)), segment=0.5).segment == 4000

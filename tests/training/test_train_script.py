@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +139,17 @@ def test_ddp_two_cpu_processes(tmp_path, wsj0):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["draws", "hashes", "run"]
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / ".hydra").is_dir()
     assert repo_run_dirs() == before
+
+
+def test_run_folder_of_list_overrides_can_be_passed_back_unquoted(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from train import resumed_run_dir
+
+    name = "2026_datamodule.train.speed-[0.85,1.15]_model/score_model-tiny_x-{a: 1}"
+    run = resumed_run_dir(None, str(tmp_path), name)
+    assert run == f"{tmp_path}/2026_datamodule.train.speed-0.85_1.15_model.score_model-tiny_x-a:1"
+    ckpt = f"{run}/checkpoints/last.ckpt"
+    parsed = OverridesParser.create().parse_overrides([f"resume_from_checkpoint={ckpt}"])
+    assert parsed[0].value() == ckpt
+    assert resumed_run_dir(ckpt, "ignored", "ignored") == str(Path(run).resolve())

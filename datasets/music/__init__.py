@@ -1,0 +1,1 @@
+"""Rendered multitrack music for the four-stem model: `python -m datasets.music`."""
