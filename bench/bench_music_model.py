@@ -66,6 +66,8 @@ def main():
     ap.add_argument("--model", default="music", help="checkpoint or shipped model name")
     ap.add_argument("--root", type=Path, default=Path("data/music"), help="MUSDB-layout root")
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 8], help="sampler steps N")
+    ap.add_argument("--final-step", choices=["true", "false"], default=None,
+                    help="the sampler's final Tweedie step (default: the model's)")
     ap.add_argument("--limit", type=int, default=None, help="first N test tracks only")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of the evaluations")
     ap.add_argument("--out", type=Path, default=None,
@@ -82,12 +84,13 @@ def main():
     common = ["--test", "--data-root", root, "--overwrite", "-d", "cpu"]
     if args.limit:
         common += ["-l", args.limit]
+    sampler = [] if args.final_step is None else ["--final-step", args.final_step]
     run([py, "evaluate.py", "__no_proc__", "-c", ckpt, *common, "-o", out / "mixture"],
         args.threads)
     _, mix = summary_of(out / "mixture")
     rows, rtf = {}, {}
     for n in args.steps:
-        run([py, "evaluate.py", ckpt, "-N", n, *common, "-o", out / f"model-N{n}"],
+        run([py, "evaluate.py", ckpt, "-N", n, *sampler, *common, "-o", out / f"model-N{n}"],
             args.threads)
         _, res = summary_of(out / f"model-N{n}")
         rows[n] = {"sdr": per_source(res, "sdr"), "si_sdr": per_source(res, "si_sdr"),
@@ -101,6 +104,7 @@ def main():
         return float(np.mean([d[s] for s in STEMS]))
 
     report = {"model": str(ckpt), "root": str(root), "threads": args.threads,
+              "final_step": args.final_step,
               "limit": args.limit, "baselines": base, "model_by_N": rows, "rtf": rtf,
               "means": {"mix_sdr": mean(base["mix_sdr"]), "mix4_sdr": mean(prior_sdr),
                         "mix_si_sdr": mean(base["mix_si_sdr"]),

@@ -6,6 +6,10 @@ Fetches fluid-soundfont-gm and musescore-general-soundfont-lossless with
 writes `{out}/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav` (44.1 kHz
 stereo) with a manifest.json. Train and validation tracks use TimGM6mb and
 MuseScore General; the test tracks use FluidR3_GM only (unseen instruments).
+With --sung-share P, a share P of the tracks have vocals sung by recorded voices
+(klettres-data and ktuberling-data, fetched the same way into cache/voices): train
+tracks by the recorded-voice corpus's training speakers, test tracks by its
+held-out speakers.
 """
 
 import argparse
@@ -27,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=20.0, help="seconds per track (at most)")
     p.add_argument("--piece-share", type=float, default=0.5,
                    help="share of tracks from music21 corpus pieces (the rest generated)")
+    p.add_argument("--sung-share", type=float, default=0.0,
+                   help="share of tracks whose vocals a recorded voice sings (default 0)")
+    p.add_argument("--voices-cache", default=None,
+                   help="recorded-voice packages cache for --sung-share (default "
+                        "cache/voices beside OUT)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes (same output for any N)")
     p.add_argument("--overwrite", action="store_true", help="remove a corpus made otherwise")
@@ -41,6 +50,7 @@ def main(argv=None) -> int:
             args.out, {"train": args.n_train, "test": args.n_test}, args.n_valid,
             args.duration, args.piece_share, args.seed, args.cache, workers=args.workers,
             overwrite=args.overwrite, progress=not args.no_progress,
+            sung_share=args.sung_share, voices_cache=args.voices_cache,
         )  # fmt: skip
     except (PackageError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,7 +7,10 @@ excerpt of a real composition from the music21 corpus (`pieces.py`) or a generat
 pop-style arrangement (`datasets.synth.composition`, with one to three instruments
 in the other stem), rendered with one soundfont: train and validation tracks with
 one of TRAIN_SOUNDFONTS, test tracks with TEST_SOUNDFONT only. The pieces are
-split between train and test, so no composition is heard in both.
+split between train and test, so no composition is heard in both. A share
+`sung_share` of the tracks (0 by default) sing their vocals with a recorded voice
+instead of a soundfont's voice patch (`singing.py`): train tracks with the
+recorded-voice corpus's tr speakers, test tracks with its held-out tt speakers.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from datasets.music.pieces import arrange_piece, corpus_pieces, read_piece
+from datasets.music.singing import sing, singers, syllables_of
 from datasets.music.soundfonts import TEST_SOUNDFONT, TRAIN_SOUNDFONTS, prepare_soundfonts
 from datasets.synth import manifest as mf
 from datasets.synth.composition import compose
 from datasets.synth.musdb_corpus import PEAK, STEMS
-from datasets.synth.music import MUSIC_FS, parts_of, render_track
+from datasets.synth.music import MUSIC_FS, pan_gains, parts_of, render_track
 from datasets.synth.runner import item_rng, run_items
 from datasets.synth.wavio import write_wav
 
@@ -36,6 +40,8 @@ LICENCES = {
                   "package's copyright file",
     "compositions": "public-domain works encoded in the music21 corpus (shipped with "
                     "music21, BSD-3-Clause) and this project's generator (MIT)",
+    "sung vocals": "recordings of klettres-data and ktuberling-data (GPL-2+), only in "
+                   "corpora made with sung_share > 0; see each package's copyright file",
     "corpus": mf.LICENCES["corpus"],
 }
 SPLITS = ("train", "test")
@@ -51,9 +57,9 @@ def track_name(split: str, index: int, kind: str) -> str:
     return f"{'Train' if split == 'train' else 'Test'} {index + 1:04d} - {kind}"
 
 
-def default_cache(out: Path) -> Path:
-    """`cache/soundfonts` beside the corpus folder (the corpus folder holds tracks only)."""
-    return Path(out).resolve().parent / "cache" / "soundfonts"
+def default_cache(out: Path, kind: str = "soundfonts") -> Path:
+    """`cache/<kind>` beside the corpus folder (the corpus folder holds tracks only)."""
+    return Path(out).resolve().parent / "cache" / kind
 
 
 def split_pieces(pieces: list[str], seed: int) -> dict[str, list[str]]:
@@ -72,6 +78,9 @@ class MusicCorpusOptions:
     piece_share: float
     soundfonts: dict  # name -> path
     pieces: dict  # split -> list of paths
+    sung_share: float = 0.0
+    singers: dict | None = None  # split -> recorded-voice speakers
+    voice_trees: tuple = ()  # sorted (package, unpacked tree) pairs
 
 
 def plan_track(opts: MusicCorpusOptions, split: str, index: int):
@@ -92,19 +101,46 @@ def plan_track(opts: MusicCorpusOptions, split: str, index: int):
     return comp, opts.duration, soundfont, "generated"
 
 
+def plan_singer(opts: MusicCorpusOptions, split: str, index: int) -> str | None:
+    """The recorded-voice speaker who sings the track's vocals, or None (a voice patch).
+
+    Drawn from its own generator, so sung_share = 0 leaves every track as without it.
+    """
+    if opts.sung_share <= 0:
+        return None
+    rng = item_rng(opts.seed, "music-singer", split, index)
+    pool = opts.singers[split]
+    if rng.random() >= opts.sung_share or not pool:
+        return None
+    return pool[int(rng.integers(len(pool)))]
+
+
+def sung_vocals(opts: MusicCorpusOptions, comp: dict, seconds: float, singer: str, rng):
+    """Dry stereo (n, 2) vocals: each part of the stem sung by `singer`, panned."""
+    syllables = syllables_of(opts.voice_trees, singer, MUSIC_FS)
+    return sum(sing(p["notes"], syllables, seconds, MUSIC_FS, rng)[:, None] * pan_gains(p["pan"])
+               for p in parts_of(comp["stems"]["vocals"]))  # fmt: skip
+
+
 def make_track(opts: MusicCorpusOptions, key: tuple[str, int]) -> dict:
     split, index = key
     comp, seconds, soundfont, source = plan_track(opts, split, index)
+    singer = plan_singer(opts, split, index)
     kind = "Generated" if source == "generated" else Path(source).stem
     name = track_name(split, index, kind)
     meta = {"name": name, "soundfont": soundfont, "source": source, "seconds": seconds,
             "tempo": comp["tempo"],
-            "programs": {s: [p["program"] for p in parts_of(comp["stems"][s])] for s in STEMS}}
+            "programs": {s: [p["program"] for p in parts_of(comp["stems"][s])] for s in STEMS},
+            "singer": singer}  # fmt: skip
     folder = Path(opts.root) / split / name
     if (folder / "mixture.wav").exists():  # written last: the track is complete
         return meta
     rng = item_rng(opts.seed, "music-render", split, index)
-    stems = render_track(comp, seconds, rng, soundfont=opts.soundfonts[soundfont])
+    dry = None
+    if singer is not None:
+        sing_rng = item_rng(opts.seed, "music-sing", split, index)
+        dry = {"vocals": sung_vocals(opts, comp, seconds, singer, sing_rng)}
+    stems = render_track(comp, seconds, rng, soundfont=opts.soundfonts[soundfont], dry=dry)
     peak = max(max(np.abs(x).max() for x in stems.values()), np.abs(sum(stems.values())).max())
     gain = min(1.0, PEAK / peak)
     mix = None
@@ -129,24 +165,37 @@ def generate_music(
     overwrite: bool = False,
     progress: bool = True,
     pieces: list[str] | None = None,
+    sung_share: float = 0.0,
+    voices_cache: str | Path | None = None,
 ) -> Path:
     """Fetch the soundfonts, render the tracks (resuming a run with the same parameters)
-    and write the manifest last; returns its path. `pieces` replaces the music21 corpus."""
+    and write the manifest last; returns its path. `pieces` replaces the music21 corpus.
+    With `sung_share` > 0 the recorded-voice packages are fetched into `voices_cache`
+    (default `cache/voices` beside OUT) as well."""
     sizes = dict(sizes or {"train": 200, "test": 20})
     if n_valid > sizes.get("train", 0):
         raise ValueError("n_valid must not exceed the number of train tracks")
-    if not 0 <= piece_share <= 1:
-        raise ValueError(f"piece_share must lie in [0, 1], got {piece_share}")
+    for label, share in (("piece_share", piece_share), ("sung_share", sung_share)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"{label} must lie in [0, 1], got {share}")
     root = Path(out)
     # Fetched before the corpus folder is touched: a missing package leaves nothing behind.
     paths, provenance = prepare_soundfonts(cache or default_cache(root))
+    voices, voice_packages, trees = {}, {}, {}
+    if sung_share > 0:
+        voices, voice_packages, trees = singers(voices_cache or default_cache(root, "voices"))
+        empty = [s for s in SPLITS if sizes.get(s, 0) and not voices[s]]
+        if empty:
+            raise ValueError(f"no recorded-voice speakers to sing the {empty} tracks")
     params = {"seed": seed, "sizes": sizes, "n_valid": n_valid, "duration": duration,
-              "piece_share": piece_share,
-              "soundfonts": {n: p.get("sha256") for n, p in provenance.items()}}  # fmt: skip
+              "piece_share": piece_share, "sung_share": sung_share,
+              "soundfonts": {n: p.get("sha256") for n, p in provenance.items()},
+              "voice_packages": {n: p["sha256"] for n, p in voice_packages.items()}}  # fmt: skip
     mf.prepare_root(root, params, overwrite, generator=GENERATOR)
     all_pieces = corpus_pieces() if pieces is None else sorted(pieces)
     opts = MusicCorpusOptions(str(root), seed, duration, piece_share, paths,
-                              split_pieces(all_pieces, seed))  # fmt: skip
+                              split_pieces(all_pieces, seed), sung_share, voices,
+                              tuple(sorted(trees.items())))  # fmt: skip
     keys = [(split, i) for split in SPLITS for i in range(sizes.get(split, 0))]
     metas = run_items(partial(make_track, opts), keys, workers, "music", progress)
     items = {s: [m for (sp, _), m in zip(keys, metas) if sp == s] for s in SPLITS}
@@ -159,6 +208,7 @@ def generate_music(
         "soundfonts": {"files": provenance, "train": list(TRAIN_SOUNDFONTS),
                        "test": [TEST_SOUNDFONT]},
         "n_pieces": {s: len(opts.pieces[s]) for s in SPLITS},
+        "singers": {"packages": voice_packages, **voices},
         "valid_tracks": [m["name"] for m in items["train"][:n_valid]],
         "licences": LICENCES,
         "items": items,

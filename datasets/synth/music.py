@@ -98,8 +98,13 @@ def render_part(stem: dict, duration: float, fs: int = MUSIC_FS, soundfont: str 
     if n > pos:
         parts.append(np.frombuffer(synth.generate(n - pos), dtype=np.float32))
     x = np.concatenate(parts).reshape(-1, 2).astype(np.float64)
-    angle = (stem["pan"] + 1) * np.pi / 4  # constant-power pan, centre = 0
-    return x * np.sqrt(2) * np.array([np.cos(angle), np.sin(angle)])
+    return x * pan_gains(stem["pan"])
+
+
+def pan_gains(pan: float) -> np.ndarray:
+    """Constant-power (left, right) gains for pan in [-1, 1]; centre (0) is (1, 1)."""
+    angle = (pan + 1) * np.pi / 4
+    return np.sqrt(2) * np.array([np.cos(angle), np.sin(angle)])
 
 
 def render_stem(stem: dict, duration: float, fs: int = MUSIC_FS, soundfont: str | None = None):
@@ -117,9 +122,13 @@ def reverb_ir(rng: np.random.Generator, fs: int, seconds: float = 1.2) -> np.nda
 
 def render_track(
     comp: dict, duration: float, rng: np.random.Generator, fs: int = MUSIC_FS,
-    soundfont: str | None = None,
+    soundfont: str | None = None, dry: dict | None = None,
 ):
-    """All stems (float64, (n, 2)) at their levels, with a shared room; no peak control."""
+    """All stems (float64, (n, 2)) at their levels, with a shared room; no peak control.
+
+    `dry` maps stem names to dry (n, 2) signals that replace the soundfont's rendering
+    of those stems (the recorded-voice vocals of `datasets.music.singing`).
+    """
     ir = reverb_ir(rng, fs)
     n = int(round(duration * fs))
     n_fft = fft.next_fast_len(n + ir.shape[0] - 1, real=True)
@@ -127,9 +136,12 @@ def render_track(
     room = fft.rfft(ir.astype(np.float32), n_fft, axis=0)
     stems = {}
     for name, stem in comp["stems"].items():
-        dry = render_stem({**stem, "vibrato": name == "vocals"}, duration, fs, soundfont)
-        level = np.sqrt(np.mean(dry**2)) + 1e-12
-        dry = dry * 10 ** ((-20 + stem["gain_db"]) / 20) / level  # -20 dBFS RMS + gain
-        wet = fft.irfft(fft.rfft(dry.astype(np.float32), n_fft, axis=0) * room, n_fft, axis=0)[:n]
-        stems[name] = (1 - stem["reverb"]) * dry + stem["reverb"] * wet
+        if dry and name in dry:
+            x = np.asarray(dry[name], np.float64)
+        else:
+            x = render_stem({**stem, "vibrato": name == "vocals"}, duration, fs, soundfont)
+        level = np.sqrt(np.mean(x**2)) + 1e-12
+        x = x * 10 ** ((-20 + stem["gain_db"]) / 20) / level  # -20 dBFS RMS + gain
+        wet = fft.irfft(fft.rfft(x.astype(np.float32), n_fft, axis=0) * room, n_fft, axis=0)[:n]
+        stems[name] = (1 - stem["reverb"]) * x + stem["reverb"] * wet
     return stems

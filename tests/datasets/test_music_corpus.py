@@ -22,6 +22,7 @@ from datasets.music.soundfonts import SOUNDFONTS, TEST_SOUNDFONT, TRAIN_SOUNDFON
 from datasets.synth.composition import HAT, KICK, SNARE, drum_part
 from datasets.synth.music import soundfont_path
 from datasets.voices.packages import PackageError
+from tests.datasets.test_voices import build_deb
 
 STEMS = ("drums", "bass", "other", "vocals")
 DURATION = 5.0
@@ -64,9 +65,9 @@ def corpus(fake_cache, pieces, tmp_path_factory):
     used = {}
     real = mc.render_track
 
-    def spy(comp, seconds, rng, soundfont=None):
+    def spy(comp, seconds, rng, soundfont=None, dry=None):
         used[len(used)] = soundfont
-        return real(comp, seconds, rng, soundfont=soundfont)
+        return real(comp, seconds, rng, soundfont=soundfont, dry=dry)
 
     mc.render_track = spy
     try:
@@ -211,3 +212,61 @@ def test_missing_package_is_named_and_nothing_is_written(tmp_path):
         assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
     finally:
         os.environ["PATH"] = env_path
+
+
+@pytest.fixture(scope="module")
+def voice_cache(fake_cache, tmp_path_factory):
+    """klettres-data and ktuberling-data with one steady tone per speaker (110-270 Hz)."""
+    work = tmp_path_factory.mktemp("voices")
+    freqs = iter(range(110, 280, 20))
+    spec = {"klettres-data": {}, "ktuberling-data": {}}
+    for lang in ("cs", "de", "fr", "it"):
+        f = next(freqs)
+        for i in range(3):
+            spec["klettres-data"][f"usr/share/klettres/{lang}/syllab/s{i}.ogg"] = f
+    for lang in ("ca", "da", "fi", "nl", "sv"):
+        f = next(freqs)
+        for i in range(3):
+            spec["ktuberling-data"][f"usr/share/ktuberling/sounds/{lang}/w{i}.wav"] = f
+    for name, files in spec.items():
+        build_deb(work, name, files, work / "cache" / "debs")
+    return work / "cache"
+
+
+def test_sung_tracks_take_recorded_voices_and_keep_the_other_stems(
+    corpus, fake_cache, voice_cache, pieces, tmp_path
+):
+    out0, manifest0, _ = corpus
+    out = tmp_path / "sung"
+    path = mc.generate_music(out, {"train": 4, "test": 2}, n_valid=1, duration=DURATION,
+                             piece_share=0.5, cache=fake_cache, progress=False, pieces=pieces,
+                             sung_share=1.0, voices_cache=voice_cache)  # fmt: skip
+    manifest = json.loads(path.read_text())
+    singers = manifest["singers"]
+    assert set(singers["packages"]) == {"klettres-data", "ktuberling-data"}
+    assert singers["train"] and singers["test"] and not set(singers["train"]) & set(singers["test"])
+    assert manifest["params"]["sung_share"] == 1.0 and manifest0["params"]["sung_share"] == 0.0
+    for split in ("train", "test"):
+        for item, plain in zip(manifest["items"][split], manifest0["items"][split], strict=True):
+            assert item["singer"] in singers[split] and plain["singer"] is None
+            assert item["name"] == plain["name"]  # the same composition and soundfont
+            folder, folder0 = out / split / item["name"], out0 / split / item["name"]
+            read = {s: sf.read(folder / f"{s}.wav")[0] for s in STEMS}
+            read0 = {s: sf.read(folder0 / f"{s}.wav")[0] for s in STEMS}
+            # drums, bass and other are the same signals up to the track's peak gain
+            d, d0 = read["drums"].ravel(), read0["drums"].ravel()
+            c = float(d @ d0 / (d0 @ d0))
+            for s in ("drums", "bass", "other"):
+                np.testing.assert_allclose(read[s], c * read0[s], atol=2e-6)
+            v, v0 = read["vocals"].ravel(), read0["vocals"].ravel()
+            assert np.sqrt(np.mean(v**2)) > 1e-3  # a voice, not silence
+            assert abs(v @ v0) / np.sqrt((v @ v) * (v0 @ v0)) < 0.5  # not the voice patch
+            mix = sum(read[s] for s in STEMS)
+            np.testing.assert_allclose(sf.read(folder / "mixture.wav")[0], mix, atol=1e-5)
+
+
+def test_sung_share_out_of_range_is_refused(fake_cache, tmp_path):
+    with pytest.raises(ValueError, match="sung_share"):
+        mc.generate_music(tmp_path / "out", {"train": 1, "test": 1}, n_valid=0,
+                          cache=fake_cache, progress=False, pieces=[], sung_share=1.5)
+    assert not (tmp_path / "out").exists()
