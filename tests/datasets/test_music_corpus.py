@@ -6,7 +6,6 @@ The pieces are real music21 corpus files (music21 ships them).
 """
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -194,24 +193,14 @@ def test_rerun_resumes_to_the_same_bytes(corpus, fake_cache, pieces):
                           cache=fake_cache, progress=False, pieces=pieces)
 
 
-def test_missing_package_is_named_and_nothing_is_written(tmp_path):
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    apt = fake_bin / "apt-get"
-    apt.write_text("#!/bin/sh\necho 'E: Unable to locate package '$2 >&2\nexit 100\n")
-    apt.chmod(0o755)
-    env_path = os.environ["PATH"]
-    os.environ["PATH"] = f"{fake_bin}:{env_path}"
-    try:
-        with pytest.raises(PackageError, match="apt-get download musescore-general-soundfont"):
-            mc.generate_music(tmp_path / "out", {"train": 1, "test": 1}, n_valid=0,
-                              cache=tmp_path / "cache", progress=False, pieces=[])
-        code = music_main(["--out", str(tmp_path / "out2"), "--cache", str(tmp_path / "c2"),
-                           "--no-progress"])
-        assert code == 2
-        assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
-    finally:
-        os.environ["PATH"] = env_path
+def test_missing_package_is_named_and_nothing_is_written(tmp_path, apt_without_packages):
+    with pytest.raises(PackageError, match="apt-get download musescore-general-soundfont"):
+        mc.generate_music(tmp_path / "out", {"train": 1, "test": 1}, n_valid=0,
+                          cache=tmp_path / "cache", progress=False, pieces=[])
+    code = music_main(["--out", str(tmp_path / "out2"), "--cache", str(tmp_path / "c2"),
+                       "--no-progress"])
+    assert code == 2
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ around every utterance, so speaker identity and trimming can be checked in the o
 """
 
 import json
-import os
 import shutil
 import subprocess
 import zlib
@@ -256,25 +255,16 @@ def test_rerun_resumes_to_the_same_bytes_and_refuses_other_options(corpus, fake_
                            cache=cache, **{**OPTS, "seconds": (1.0, 3.0)})  # fmt: skip
 
 
-def test_missing_package_is_named_with_the_command_and_nothing_is_written(tmp_path):
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    apt = fake_bin / "apt-get"
-    apt.write_text("#!/bin/sh\necho 'E: Unable to locate package '$2 >&2\nexit 100\n")
-    apt.chmod(0o755)
-    env_path = os.environ["PATH"]
-    os.environ["PATH"] = f"{fake_bin}:{env_path}"
-    try:
-        with pytest.raises(PackageError) as err:
-            prepare_packages(tmp_path / "cache")
-        msg = str(err.value)
-        assert "klettres-data" in msg and "apt-get download klettres-data" in msg
-        assert "Unable to locate package" in msg
-        code = voices_main(["--out", str(tmp_path / "out"), "--no-progress"])
-        assert code == 2
-        assert not (tmp_path / "out" / "2speakers").exists()
-    finally:
-        os.environ["PATH"] = env_path
+def test_missing_package_is_named_with_the_command_and_nothing_is_written(
+        tmp_path, apt_without_packages):
+    with pytest.raises(PackageError) as err:
+        prepare_packages(tmp_path / "cache")
+    msg = str(err.value)
+    assert "klettres-data" in msg and "apt-get download klettres-data" in msg
+    assert "Unable to locate package" in msg
+    code = voices_main(["--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    assert not (tmp_path / "out" / "2speakers").exists()
 
 
 def test_corrupt_deb_and_wrong_package_are_refused(fake_debs, tmp_path):
