@@ -190,6 +190,25 @@ def random_colour(x: np.ndarray, eq_db: float, eq_bands: int = 4) -> np.ndarray:
     return np.fft.irfft(spec * 10 ** (gain_db / 20), n=x.shape[-1])
 
 
+def room_response(fs: int, rt60: float, drr_db: float) -> np.ndarray:
+    """A synthetic room impulse response of `rt60` seconds: a unit direct path at sample 0
+    and a Gaussian tail from 1 ms on whose envelope falls 60 dB in `rt60` (energy
+    exp(-13.8 t / rt60)), scaled so that direct / tail energy is `drr_db` dB (Polack's
+    statistical model of late reverberation). Length: `rt60` (the tail is then -60 dB).
+    Draws use torch's RNG.
+    """
+    if rt60 <= 0:
+        raise ValueError(f"rt60 must be > 0, got {rt60}")
+    n = max(2, int(round(rt60 * fs)))
+    t = np.arange(n) / fs
+    tail = torch.randn(n, dtype=torch.float64).numpy() * np.exp(-6.9078 * t / rt60)
+    tail[t < 1e-3] = 0.0
+    energy = float(np.sum(tail**2))
+    ir = tail * np.sqrt(10 ** (-drr_db / 10) / energy) if energy > 0 else tail
+    ir[0] = 1.0
+    return ir
+
+
 def check_sum(mix: np.ndarray, srcs: np.ndarray, path: str | Path, atol: float) -> None:
     """Fail if mix (1, L) differs from the sum of srcs (K, L) by more than `atol`."""
     err = float(np.max(np.abs(mix[0] - srcs.sum(axis=0))))

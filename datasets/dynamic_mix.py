@@ -18,6 +18,13 @@ more recording chains, each drawn per source:
   frequency axis with dB amplitudes U(-1, 1) * `eq_db` / `eq_bands` (at most `eq_db`
   in all), applied with an FFT to the crop: other microphones, rooms' early colouring
   and band limits, without a phase change.
+
+A third, `reverb_p`, puts the speakers of an example in a room with that probability:
+one RT60 ~ U(`rt60`) per example, and per source its own synthetic response
+(`datasets.audio.room_response`, direct-to-reverberant ratio U(`drr_db`)), as two
+talkers at two places of one room. The targets are the reverberant sources (the
+separation task of WHAMR!'s reverberant version, not dereverberation), so the mixture
+stays their sum.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from datasets.audio import (
     random_start,
     read_audio,
     resample,
+    room_response,
     to_item,
     uniform,
 )
@@ -58,14 +66,18 @@ class DynamicMix(Dataset):
     source 1 and U(-`max_rel_db`, 0) for the others (the WSJ0-mix recipe), and the whole
     example by a common gain U(`gain_db`). `p` is the probability of a remix; otherwise
     the corpus's own item is returned. `speed` ((lo, hi) or None) and `eq_db` (0: off)
-    perturb each source of a remix before its level is set (see the module's notes).
+    perturb each source of a remix before its level is set, and `reverb_p` (0: off) puts
+    the sources of a remix in a room (RT60 U(`rt60`) s, DRR U(`drr_db`) dB; see the
+    module's notes).
     Random draws use torch's RNG, seeded per worker.
     """
 
     def __init__(self, corpus: ParallelFolderMix, p: float = 1.0, max_rel_db: float = 5.0,
                  gain_db: tuple[float, float] = (-3.0, 3.0), max_tries: int = 20,
                  speed: tuple[float, float] | None = None, eq_db: float = 0.0,
-                 eq_bands: int = 4):  # fmt: skip
+                 eq_bands: int = 4, reverb_p: float = 0.0,
+                 rt60: tuple[float, float] = (0.2, 0.7),
+                 drr_db: tuple[float, float] = (0.0, 12.0)):  # fmt: skip
         if corpus.crop is None:
             raise ValueError("DynamicMix needs a corpus with max_len_s (the crop length)")
         if not 0.0 <= p <= 1.0:
@@ -77,6 +89,15 @@ class DynamicMix(Dataset):
         if eq_db < 0 or eq_bands < 1:
             raise ValueError(f"eq_db must be >= 0 and eq_bands >= 1, got {eq_db}, {eq_bands}")
         self.speed, self.eq_db, self.eq_bands = speed, float(eq_db), int(eq_bands)
+        rt60 = (float(rt60[0]), float(rt60[1]))
+        drr_db = (float(drr_db[0]), float(drr_db[1]))
+        if not 0.0 <= reverb_p <= 1.0:
+            raise ValueError(f"reverb_p must be in [0, 1], got {reverb_p}")
+        if not 0.0 < rt60[0] <= rt60[1] <= 2.0:
+            raise ValueError(f"rt60 must be (lo, hi) seconds with 0 < lo <= hi <= 2, got {rt60}")
+        if drr_db[0] > drr_db[1]:
+            raise ValueError(f"drr_db must be (lo, hi) with lo <= hi, got {drr_db}")
+        self.reverb_p, self.rt60, self.drr_db = float(reverb_p), rt60, drr_db
         self.corpus = corpus
         self.fs, self.n_sources = corpus.fs, corpus.n_sources
         self.source_names = corpus.source_names
@@ -126,12 +147,25 @@ class DynamicMix(Dataset):
             x = resample(fit_length(x, n_read), n_read, crop)
         return fit_length(x[0], crop).astype(np.float64)
 
+    def reverberate(self, srcs: np.ndarray) -> np.ndarray:
+        """(K, L) dry sources -> the same sources heard in one room, each from its place."""
+        rt60 = self._uniform(*self.rt60)
+        n = srcs.shape[1]
+        out = np.empty_like(srcs)
+        for k, x in enumerate(srcs):
+            ir = room_response(self.fs, rt60, self._uniform(*self.drr_db))
+            n_fft = int(2 ** np.ceil(np.log2(n + len(ir) - 1)))
+            out[k] = np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(ir, n_fft), n_fft)[:n]
+        return out
+
     def __getitem__(self, idx: int):
         if float(torch.rand(())) >= self.p:
             return self.corpus[idx]
         srcs = np.stack([self.read_crop(i, s) for i, s in self.draw_sources(idx)])
         if self.eq_db > 0:
             srcs = np.stack([random_colour(x, self.eq_db, self.eq_bands) for x in srcs])
+        if self.reverb_p > 0 and float(torch.rand(())) < self.reverb_p:
+            srcs = self.reverberate(srcs)
         rms = np.sqrt(np.mean(srcs**2, axis=1, keepdims=True))
         levels = [0.0] + [-self._uniform(0.0, self.max_rel_db) for _ in srcs[1:]]
         gains = 10 ** ((np.array(levels)[:, None] + self._uniform(*self.gain_db)) / 20)

@@ -49,15 +49,22 @@ def resolve_model(spec: str | Path | None) -> Path:
     return path
 
 
-def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None = None) -> Path:
+def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None = None,
+           average: list | None = None) -> Path:
     """Write the inference-only file of a training checkpoint (EMA weights).
 
     `sampler` overrides keys of the stored `model.sampler` (the defaults that
     `separate.py` and `evaluate.py` use), e.g. `{"N": 8, "final_step": True}`.
+    `average` lists more checkpoints of the same network (e.g. fine-tuned from one
+    start): the file then holds the uniform mean of all their EMA weights, a "model
+    soup" (Wortsman et al., ICML 2022), with the first checkpoint's config.
     """
     ckpt = read_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, ckpt_path)  # before the sampler update below
     config = ckpt[CONFIG_KEY]
+    sources = [Path(ckpt_path)] + [Path(p) for p in average or []]
+    if len(sources) > 1:
+        average_weights(model, sources[1:])
     if sampler:
         unknown = set(sampler) - set(config["model"]["sampler"])
         if unknown:
@@ -65,15 +72,37 @@ def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None =
         config["model"]["sampler"].update(sampler)
     info = {"global_step": int(ckpt.get("global_step", -1)),
             "epoch": int(ckpt.get("epoch", -1)),
-            "source_checkpoint": Path(ckpt_path).name}  # fmt: skip
+            "source_checkpoint": ", ".join(p.name for p in sources)}  # fmt: skip
     info.update(meta or {})
     return write_inference_file(config, model, info, out_path)
+
+
+def average_weights(model, others) -> None:
+    """Replace `model`'s floating-point weights by their mean with those of the
+    checkpoints `others` (EMA weights where present); every tensor must match."""
+    state = model.state_dict()
+    total = {k: v.detach().clone().double() for k, v in state.items() if v.is_floating_point()}
+    for path in others:
+        differs = ValueError(f"{path}: its network differs from the first checkpoint's; "
+                             "only checkpoints of one network can be averaged")
+        try:
+            other = model_from_checkpoint(read_checkpoint(path), path).state_dict()
+        except RuntimeError as exc:  # load_state_dict: missing keys or other shapes
+            raise differs from exc
+        if other.keys() != state.keys() or any(
+                other[k].shape != state[k].shape for k in state):  # fmt: skip
+            raise differs
+        for k in total:
+            total[k] += other[k].double()
+    n = len(others) + 1
+    model.load_state_dict({**state, **{k: (v / n).to(state[k].dtype) for k, v in total.items()}})
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.pretrained",
                                 description="Export a training checkpoint for shipping.")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, nargs="+",
+                   help="one checkpoint, or several of one network: their weights are averaged")
     p.add_argument("output", type=Path)
     p.add_argument("--meta", nargs="*", default=[], metavar="KEY=VALUE",
                    help="facts about the run stored in the file (hardware, hours, ...)")
@@ -82,7 +111,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     meta = dict(kv.split("=", 1) for kv in args.meta)
     sampler = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sampler)}
-    out = export(args.checkpoint, args.output, meta, sampler)
+    first, *rest = args.checkpoint
+    out = export(first, args.output, meta, sampler, average=rest)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

@@ -130,3 +130,58 @@ def test_options_are_checked(tmp_path):
         DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), speed=(1.1, 0.9))
     with pytest.raises(ValueError, match="eq_db"):
         DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), eq_db=-1.0)
+
+
+def test_room_response_decays_60_db_in_rt60_with_the_asked_drr():
+    from datasets.audio import room_response
+
+    torch.manual_seed(0)
+    rt60, drr = 0.4, 6.0
+    irs = np.stack([room_response(FS, rt60, drr) for _ in range(200)])
+    assert irs.shape == (200, int(rt60 * FS)) and np.all(irs[:, 0] == 1.0)
+    tail = irs[:, 1:]
+    assert np.allclose(10 * np.log10(1.0 / np.sum(tail**2, axis=1)), drr)
+    # Monte-Carlo envelope: mean energy in 20-ms windows falls 60 dB per rt60
+    w = FS // 50
+    start = int(0.002 * FS)
+    frames = (irs[:, start : start + w * 15] ** 2).reshape(200, 15, w).mean(axis=(0, 2))
+    slope = np.polyfit(np.arange(15) * w / FS, 10 * np.log10(frames), 1)[0]
+    assert abs(slope - (-60 / rt60)) < 0.05 * 60 / rt60, slope
+
+
+def test_reverb_convolves_each_source_with_its_own_room_response(corpus, monkeypatch):
+    import datasets.dynamic_mix as dm
+
+    dry = DynamicMix(corpus)
+    wet = DynamicMix(corpus, reverb_p=1.0, rt60=(0.3, 0.3), drr_db=(3.0, 3.0))
+    irs = []
+
+    def recorded(fs, rt60, drr_db):
+        ir = real(fs, rt60, drr_db)
+        irs.append(ir)
+        return ir
+
+    real = dm.room_response
+    monkeypatch.setattr(dm, "room_response", recorded)
+    # the same draws up to the room: a dry item, then the reverberant one from that state
+    src = np.stack([np.sin(2 * np.pi * 440 * np.arange(4000) / FS), np.zeros(4000)])
+    src[1, 100] = 1.0  # a click: its reverberant version is the response itself
+    out = wet.reverberate(src)
+    assert len(irs) == 2 and np.isclose(wet.rt60[0], 0.3)
+    assert np.allclose(out[1, 100 : 100 + len(irs[1])], irs[1], atol=1e-9)
+    assert np.allclose(out[0], np.convolve(src[0], irs[0])[:4000], atol=1e-9)
+    torch.manual_seed(3)
+    mix, srcs = wet[0]
+    assert torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
+    torch.manual_seed(3)
+    mix_dry, _ = dry[0]
+    assert not torch.allclose(mix, mix_dry, atol=1e-3)
+
+
+def test_reverb_options_are_checked(corpus):
+    with pytest.raises(ValueError, match="reverb_p"):
+        DynamicMix(corpus, reverb_p=2.0)
+    with pytest.raises(ValueError, match="rt60"):
+        DynamicMix(corpus, reverb_p=0.5, rt60=(0.0, 0.5))
+    with pytest.raises(ValueError, match="drr_db"):
+        DynamicMix(corpus, reverb_p=0.5, drr_db=(10.0, 0.0))

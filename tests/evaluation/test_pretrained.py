@@ -146,3 +146,30 @@ def test_init_from_starts_training_at_the_shipped_weights(tiny_ckpt, tmp_path):
     other = instantiate(OmegaConf.merge(cfg, smaller).model)
     with pytest.raises(Exception, match="does not match"):
         init_weights(other, str(tiny_ckpt))
+
+
+def test_export_of_several_checkpoints_holds_the_mean_of_their_ema_weights(tiny_ckpt, tmp_path):
+    src = torch.load(tiny_ckpt, weights_only=True)
+    shifted = {k: v + 0.5 if v.is_floating_point() else v for k, v in src["ema"]["shadow"].items()}
+    other = tmp_path / "other.ckpt"
+    torch.save({**src, "ema": {**src["ema"], "shadow": shifted}}, other)
+    third = tmp_path / "third.ckpt"
+    torch.save({**src, "ema": {**src["ema"], "shadow": {
+        k: v - 0.2 if v.is_floating_point() else v for k, v in src["ema"]["shadow"].items()}}},
+        third)  # fmt: skip
+    out = export(tiny_ckpt, tmp_path / "soup.ckpt", average=[other, third])
+    soup = load_model(out).score_model.state_dict()
+    for k, v in src["ema"]["shadow"].items():
+        if v.is_floating_point():  # (w + (w + 0.5) + (w - 0.2)) / 3 = w + 0.1
+            assert torch.allclose(soup[k], v + 0.1, atol=1e-6), k
+    meta = torch.load(out, weights_only=True)[META_KEY]
+    assert meta["source_checkpoint"] == "tiny.ckpt, other.ckpt, third.ckpt"
+    # a checkpoint of another network is refused, and nothing is written
+    bad = tmp_path / "bad.ckpt"
+    state = dict(src["state_dict"])
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.dim() > 0)
+    state[key] = torch.zeros(*state[key].shape[:-1], state[key].shape[-1] + 1)
+    torch.save({**src, "state_dict": state, "ema": {**src["ema"], "shadow": {}}}, bad)
+    with pytest.raises(ValueError, match="bad.ckpt: its network differs"):
+        export(tiny_ckpt, tmp_path / "x.ckpt", average=[bad])
+    assert not (tmp_path / "x.ckpt").exists()

@@ -1,0 +1,125 @@
+"""bench/gpu_voices.py: the Opus pack round trip, and its GPU run dry on a CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+import gpu_voices  # noqa: E402
+
+FS = 8000
+
+
+def voiced(f0: float, seconds: float, seed: int) -> np.ndarray:
+    """A vowel-like harmonic tone with a slow vibrato and a little breath noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * FS)) / FS
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))) / FS
+    x = sum(np.sin(h * phase) / h for h in range(1, 12) if h * f0 < FS / 2)
+    return (0.05 * x + 0.002 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def make_voices(root: Path, n_tr: int = 6, n_cv: int = 2) -> Path:
+    base = root / "2speakers" / "wav8k" / "min"
+    for split, n in (("tr", n_tr), ("cv", n_cv)):
+        for i in range(n):
+            a, b = f"pkg.a{i % 3}", f"pkg.b{i % 2}"
+            name = f"{a}-{split}{i:05d}s1_0.0000_{b}-{split}{i:05d}s2_-1.0000"
+            s1 = voiced(110 + 20 * i, 1.5, i)
+            s2 = 0.7 * voiced(210 + 15 * i, 1.5, 100 + i)
+            for sub, x in (("s1", s1), ("s2", s2), ("mix", s1 + s2)):
+                (base / split / sub).mkdir(parents=True, exist_ok=True)
+                sf.write(base / split / sub / f"{name}.wav", x, FS, subtype="FLOAT")
+    return root
+
+
+def snr_db(ref, est):
+    n = min(len(ref), len(est))
+    ref, est = ref[:n], est[:n]
+    return 10 * np.log10(np.sum(ref**2) / np.sum((ref - est) ** 2))
+
+
+def test_pack_keeps_to_its_budget_and_unpacks_to_a_consistent_corpus(tmp_path):
+    root = make_voices(tmp_path / "voices")
+    out = tmp_path / "pack"
+    full = gpu_voices.pack(root, out, max_mb=10.0, n_cv=1)
+    assert len(full["names"]["tr"]) == 6 and len(full["names"]["cv"]) == 1
+    per_item = full["bytes"] / 7
+    # a budget of about three items holds fewer than six, and never more bytes than asked
+    small = gpu_voices.pack(root, out, max_mb=3.5 * per_item / 2**20, n_cv=1)
+    assert 1 <= len(small["names"]["tr"]) < 6 and small["bytes"] <= 3.5 * per_item
+    packed = sorted(p.stem for p in (out / "tr" / "s1").glob("*.ogg"))
+    assert packed == sorted(small["names"]["tr"])  # the rerun started clean
+    corpus = tmp_path / "unpacked"
+    gpu_voices.unpack(out, corpus)
+    base = corpus / "2speakers" / "wav8k" / "min"
+    for split, names in small["names"].items():
+        for name in names:
+            s1, fs = sf.read(base / split / "s1" / f"{name}.wav", dtype="float32")
+            s2, _ = sf.read(base / split / "s2" / f"{name}.wav", dtype="float32")
+            mix, _ = sf.read(base / split / "mix" / f"{name}.wav", dtype="float32")
+            assert fs == FS and np.array_equal(mix, s1 + s2)
+            orig, _ = sf.read(root / "2speakers" / "wav8k" / "min" / split / "s1" / f"{name}.wav")
+            assert abs(len(s1) - len(orig)) < 0.01 * FS
+            assert snr_db(orig, s1) > 10  # lossy, yet the same signal
+
+    from datasets.wsj0_mix import WSJ0Mix
+
+    tr = WSJ0Mix(corpus, 2, FS, "min", "tr", max_len_s=0.5)
+    assert len(tr) == len(small["names"]["tr"])
+
+
+def test_an_incomplete_pack_is_refused(tmp_path):
+    root = make_voices(tmp_path / "voices", n_tr=2, n_cv=1)
+    out = tmp_path / "pack"
+    gpu_voices.pack(root, out, max_mb=10.0, n_cv=1)
+    (out / gpu_voices.PACK_MANIFEST).unlink()
+    with pytest.raises(SystemExit, match="incomplete"):
+        gpu_voices.unpack(out, tmp_path / "unpacked")
+
+
+def test_best_checkpoint_and_split_file(tmp_path):
+    for name in ("epoch-001_si_sdr-4.100.ckpt", "epoch-002_si_sdr-5.250.ckpt",
+                 "epoch-003_si_sdr--1.000.ckpt", "last.ckpt"):  # fmt: skip
+        (tmp_path / name).write_bytes(b"x")
+    path, score = gpu_voices.best_checkpoint(tmp_path)
+    assert path.name == "epoch-002_si_sdr-5.250.ckpt" and score == 5.25
+    blob = os.urandom(2500)
+    f = tmp_path / "model.ckpt"
+    f.write_bytes(blob)
+    parts = gpu_voices.split_file(f, part_bytes=1000)
+    assert [p.name for p in parts] == [f"model.ckpt.part{i}" for i in range(3)]
+    assert not f.exists() and b"".join(p.read_bytes() for p in parts) == blob
+
+
+@pytest.mark.slow
+def test_gpu_voices_dry_run(tmp_path):
+    root = make_voices(tmp_path / "voices", n_tr=4, n_cv=1)
+    pack = tmp_path / "pack"
+    gpu_voices.pack(root, pack, max_mb=10.0, n_cv=1)
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "bench/gpu_voices.py", "train", "--pack", str(pack),
+                           "--out", str(out), "--dry-run"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((out / "gpu_voices.json").read_text())
+    assert report["dry_run"] is True and report["pack_tr_items"] == 4
+    assert report["train"]["steps_per_s"] > 0
+    whole = out / "speech-2spk-8k-gpu.ckpt"
+    whole.write_bytes(b"".join((out / p).read_bytes() for p in report["parts"]))
+    state = torch.load(whole, map_location="cpu", weights_only=True)
+    assert isinstance(state, dict) and "DRY RUN" in proc.stdout
+    from models.loading import load_model
+
+    model = load_model(whole, "cpu")
+    assert model.fs == FS and model.sampler["N"] == 8
