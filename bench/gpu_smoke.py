@@ -42,7 +42,7 @@ def run(cmd, log):
                               stderr=subprocess.STDOUT)  # fmt: skip
     if proc.returncode != 0:
         tail = Path(log).read_text()[-3000:]
-        sys.exit(f"gpu_smoke: {' '.join(map(str, cmd[:4]))} ... failed "
+        sys.exit(f"{Path(sys.argv[0]).stem}: {' '.join(map(str, cmd[:4]))} ... failed "
                  f"(exit {proc.returncode}), log {log}:\n{tail}")
 
 

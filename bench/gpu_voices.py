@@ -25,9 +25,9 @@ the GPU, validating on the packed cv mixtures, and exports the best checkpoint b
 validation as a shipped-format file (EMA weights, `python -m models.pretrained`). The
 file comes back in pieces of at most 15 MiB (the machine returns files of at most
 16 MiB): `cat <name>.part* > <name>`. It prints and writes (`gpu_voices.json`) the
-steps, steps per second, peak memory and validation scores. The cv and tt choice and
-measurement are then made here, on the whole splits (`evaluate.py`,
-`bench/bench_pretrained.py`), as for every shipped model.
+steps, steps per second, peak memory and the best checkpoint (its name holds its
+validation SI-SDR). The cv and tt choice and measurement are then made here, on the
+whole splits (`evaluate.py`, `bench/bench_pretrained.py`), as for every shipped model.
 """
 
 from __future__ import annotations
@@ -35,15 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from gpu_smoke import run  # a repository command with its log, stopping on failure
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = Path("2speakers") / "wav8k" / "min"
@@ -106,6 +105,8 @@ def unpack(pack_dir: Path, dest: Path) -> dict:
     """A packed sample -> `dest/2speakers/wav8k/min/{tr,cv}/{mix,s1,s2}/*.wav`."""
     import soundfile as sf
 
+    from datasets.synth.wavio import write_wav
+
     manifest_path = pack_dir / PACK_MANIFEST
     if not manifest_path.is_file():
         raise SystemExit(f"gpu_voices: {manifest_path} is missing: the pack is incomplete; "
@@ -119,31 +120,8 @@ def unpack(pack_dir: Path, dest: Path) -> dict:
             n = min(len(x) for x in srcs)
             srcs = [x[:n] for x in srcs]
             for sub, x in (("s1", srcs[0]), ("s2", srcs[1]), ("mix", srcs[0] + srcs[1])):
-                (base / sub).mkdir(parents=True, exist_ok=True)
-                sf.write(base / sub / f"{name}.wav", x, FS, subtype="FLOAT")
+                write_wav(base / sub / f"{name}.wav", x, FS)
     return manifest
-
-
-def run(cmd, log: Path):
-    with open(log, "w") as f:
-        proc = subprocess.run([str(c) for c in cmd], cwd=REPO, stdout=f,
-                              stderr=subprocess.STDOUT)  # fmt: skip
-    if proc.returncode != 0:
-        raise SystemExit(f"gpu_voices: {' '.join(map(str, cmd[:4]))} ... failed "
-                         f"(exit {proc.returncode}), log {log}:\n{log.read_text()[-3000:]}")
-
-
-def best_checkpoint(folder: Path) -> tuple[Path, float | None]:
-    """The checkpoint with the highest validation SI-SDR in its name, else last.ckpt."""
-    scored = []
-    for p in folder.glob("*.ckpt"):
-        m = re.search(r"si_sdr-(-?\d+(?:\.\d+)?)\.ckpt$", p.name)
-        if m:
-            scored.append((float(m.group(1)), p))
-    if scored:
-        score, path = max(scored)
-        return path, score
-    return folder / "last.ckpt", None
 
 
 def split_file(path: Path, part_bytes: int = PART_BYTES) -> list[Path]:
@@ -164,6 +142,8 @@ def train(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu_voices_")).resolve()
     import torch
+
+    from demo import best_checkpoint
 
     if not dry and not torch.cuda.is_available():
         raise SystemExit("gpu_voices: no GPU visible; use --dry-run to check the script on a CPU")
@@ -195,7 +175,7 @@ def train(args) -> dict:
                 "checkpoint.every_n_train_steps=1000000"]  # fmt: skip
     run(cmd, out / "train.log")
     stats = json.loads((run_dir / "stats.json").read_text())
-    ckpt, val = best_checkpoint(run_dir / "checkpoints")
+    ckpt = best_checkpoint(run_dir / "checkpoints")  # its name holds its val/si_sdr
     shipped = out / f"{args.name}.ckpt"
     meta = [f"hardware={'cpu (dry run)' if dry else torch.cuda.get_device_name(0)}",
             f"minutes={args.minutes}", f"init_from={args.init}",
@@ -206,7 +186,7 @@ def train(args) -> dict:
     report = {"dry_run": dry, "device": "cpu" if dry else torch.cuda.get_device_name(0),
               "pack_tr_items": len(manifest["names"]["tr"]),
               "pack_cv_items": len(manifest["names"]["cv"]), "train": stats,
-              "best_checkpoint": ckpt.name, "best_val_si_sdr": val,
+              "best_checkpoint": ckpt.name,
               "parts": [p.name for p in parts], "total_s": round(time.time() - t0, 1)}  # fmt: skip
     (out / "gpu_voices.json").write_text(json.dumps(report, indent=1) + "\n")
     if not args.keep_work:
@@ -216,7 +196,7 @@ def train(args) -> dict:
     print(f"pack: {report['pack_tr_items']} tr and {report['pack_cv_items']} cv mixtures")
     print(f"steps {stats.get('steps')}, steps/s {sps if sps is None else round(sps, 2)}, "
           f"peak GiB {stats.get('peak_memory_gib')}")
-    print(f"best {ckpt.name} (val si_sdr {val}); {len(parts)} part(s): "
+    print(f"best {ckpt.name}; {len(parts)} part(s): "
           f"cat {shipped.name}.part* > {shipped.name}")
     return report
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.signal import fftconvolve
 from torch.utils.data import Dataset
 
 from datasets.audio import (
@@ -154,8 +155,7 @@ class DynamicMix(Dataset):
         out = np.empty_like(srcs)
         for k, x in enumerate(srcs):
             ir = room_response(self.fs, rt60, self._uniform(*self.drr_db))
-            n_fft = int(2 ** np.ceil(np.log2(n + len(ir) - 1)))
-            out[k] = np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(ir, n_fft), n_fft)[:n]
+            out[k] = fftconvolve(x, ir)[:n]
         return out
 
     def __getitem__(self, idx: int):
