@@ -25,9 +25,17 @@ one RT60 ~ U(`rt60`) per example, and per source its own synthetic response
 talkers at two places of one room. The targets are the reverberant sources (the
 separation task of WHAMR!'s reverberant version, not dereverberation), so the mixture
 stays their sum.
+
+A second corpus, `extra` (e.g. the generated espeak-ng speech of `datasets.synth`), can
+lend sources: each source of a remix comes from it with probability `extra_p`, so an
+example pairs two recorded voices, a recorded and a generated one, or two generated
+ones. Its speakers count apart from the main corpus's, and its crops go through the same
+augmentations.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,6 +43,7 @@ from scipy.signal import fftconvolve
 from torch.utils.data import Dataset
 
 from datasets.audio import (
+    DatasetError,
     audio_info,
     check_info,
     fit_length,
@@ -69,7 +78,9 @@ class DynamicMix(Dataset):
     the corpus's own item is returned. `speed` ((lo, hi) or None) and `eq_db` (0: off)
     perturb each source of a remix before its level is set, and `reverb_p` (0: off) puts
     the sources of a remix in a room (RT60 U(`rt60`) s, DRR U(`drr_db`) dB; see the
-    module's notes).
+    module's notes). `extra` (a corpus at the same rate, or None) lends each source with
+    probability `extra_p`; a callable that returns the corpus (a Hydra partial) is called
+    only when `extra_p` > 0, so a configured but unused corpus need not exist.
     Random draws use torch's RNG, seeded per worker.
     """
 
@@ -78,9 +89,31 @@ class DynamicMix(Dataset):
                  speed: tuple[float, float] | None = None, eq_db: float = 0.0,
                  eq_bands: int = 4, reverb_p: float = 0.0,
                  rt60: tuple[float, float] = (0.2, 0.7),
-                 drr_db: tuple[float, float] = (0.0, 12.0)):  # fmt: skip
+                 drr_db: tuple[float, float] = (0.0, 12.0),
+                 extra: ParallelFolderMix | Callable[[], ParallelFolderMix] | None = None,
+                 extra_p: float = 0.0):  # fmt: skip
         if corpus.crop is None:
             raise ValueError("DynamicMix needs a corpus with max_len_s (the crop length)")
+        if not 0.0 <= extra_p <= 1.0:
+            raise ValueError(f"extra_p must be in [0, 1], got {extra_p}")
+        if extra_p == 0:
+            extra = None
+        elif callable(extra) and not isinstance(extra, Dataset):
+            try:  # a config's partial: the corpus is opened only when it is used
+                extra = extra()
+            except DatasetError as e:
+                raise DatasetError(
+                    f"extra_p is {extra_p} but the extra corpus cannot be opened: {e}. Build "
+                    "it (generated speech: python -m datasets.synth speech --n-sources "
+                    f"{corpus.n_sources} --fs {corpus.fs} --n-tr 1000 --n-cv 50 --n-tt 50), point "
+                    "datamodule.train.extra.root at one, or set extra_p=0") from e
+        if extra_p > 0 and extra is None:
+            raise ValueError("extra_p > 0 needs an extra corpus (datamodule.train.extra)")
+        if extra is not None and extra.fs != corpus.fs:
+            raise ValueError(f"the extra corpus {extra.mix_dir} is at {extra.fs} Hz, the main one "
+                             f"at {corpus.fs} Hz: build or load both at one rate")
+        if extra is not None and len(extra) == 0:
+            raise ValueError(f"the extra corpus {extra.mix_dir} has no items")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
         if speed is not None:
@@ -100,17 +133,26 @@ class DynamicMix(Dataset):
             raise ValueError(f"drr_db must be (lo, hi) with lo <= hi, got {drr_db}")
         self.reverb_p, self.rt60, self.drr_db = float(reverb_p), rt60, drr_db
         self.corpus = corpus
+        self.extra, self.extra_p = extra, float(extra_p)
         self.fs, self.n_sources = corpus.fs, corpus.n_sources
         self.source_names = corpus.source_names
         self.p, self.max_rel_db = float(p), float(max_rel_db)
         self.gain_db = (float(gain_db[0]), float(gain_db[1]))
         self.max_tries = int(max_tries)
         # Names that do not tell the K speakers: each source counts as its own speaker.
-        self.speakers = []
+        self.speakers = self._speakers(corpus)
+        self.extra_speakers = self._speakers(self.extra, "extra:") if self.extra else []
+
+    @staticmethod
+    def _speakers(corpus: ParallelFolderMix, prefix: str = "") -> list[list[str]]:
+        """Per item, the speaker of each source slot (`prefix` keeps two corpora apart)."""
+        out = []
         for i, name in enumerate(corpus.names):
             spk = speakers_in_name(name)
-            self.speakers.append(spk if len(spk) == self.n_sources
-                                 else [f"#{i}.{k}" for k in range(self.n_sources)])
+            if len(spk) != corpus.n_sources:  # the name does not tell: each its own speaker
+                spk = [f"#{i}.{k}" for k in range(corpus.n_sources)]
+            out.append([prefix + s for s in spk])
+        return out
 
     def __len__(self) -> int:
         return len(self.corpus)
@@ -118,24 +160,33 @@ class DynamicMix(Dataset):
     def _uniform(self, lo: float, hi: float) -> float:
         return uniform(lo, hi)
 
-    def draw_sources(self, idx: int) -> list[tuple[int, int]]:
-        """(item, source slot) of each source: item `idx` first, then distinct speakers."""
-        n = len(self.corpus)
-        picks = [(idx, int(torch.randint(self.n_sources, ())))]
-        used = {self.speakers[idx][picks[0][1]]}
-        for _ in range(self.n_sources - 1):
+    def _from_extra(self) -> bool:
+        return self.extra is not None and float(torch.rand(())) < self.extra_p
+
+    def draw_sources(self, idx: int) -> list[tuple[ParallelFolderMix, int, int]]:
+        """(corpus, item, source slot) of each source, of distinct speakers: item `idx` of
+        the main corpus first, unless the extra corpus lends that source too."""
+        picks, used = [], set()
+        for k in range(self.n_sources):
+            extra = self._from_extra()
+            corpus, speakers = ((self.extra, self.extra_speakers) if extra
+                                else (self.corpus, self.speakers))
             for _ in range(self.max_tries):
-                item, slot = int(torch.randint(n, ())), int(torch.randint(self.n_sources, ()))
-                spk = self.speakers[item][slot]
+                if k == 0 and not extra:
+                    item = idx
+                else:
+                    item = int(torch.randint(len(corpus), ()))
+                slot = int(torch.randint(corpus.n_sources, ()))
+                spk = speakers[item][slot]
                 if spk not in used:
                     break
-            picks.append((item, slot))
+            picks.append((corpus, item, slot))
             used.add(spk)
         return picks
 
-    def read_crop(self, item: int, slot: int) -> np.ndarray:
+    def read_crop(self, corpus: ParallelFolderMix, item: int, slot: int) -> np.ndarray:
         """A random crop of one source, speed-perturbed when `speed` is set."""
-        path = self.corpus.paths(item)[1 + slot]
+        path = corpus.paths(item)[1 + slot]
         info = audio_info(path)
         check_info(path, info, fs=self.fs, channels=1)
         crop = self.corpus.crop
@@ -161,7 +212,7 @@ class DynamicMix(Dataset):
     def __getitem__(self, idx: int):
         if float(torch.rand(())) >= self.p:
             return self.corpus[idx]
-        srcs = np.stack([self.read_crop(i, s) for i, s in self.draw_sources(idx)])
+        srcs = np.stack([self.read_crop(*pick) for pick in self.draw_sources(idx)])
         if self.eq_db > 0:
             srcs = np.stack([random_colour(x, self.eq_db, self.eq_bands) for x in srcs])
         if self.reverb_p > 0 and float(torch.rand(())) < self.reverb_p:

@@ -83,3 +83,25 @@ def test_reference_batch_sizes():
             cfg = compose(config_name=None, overrides=[f"+datamodule={name}"])
             assert (cfg.datamodule.batch_size, cfg.datamodule.num_workers) == (batch, workers)
             assert cfg.datamodule.train.max_len_s == (2.0 if name == "synth" else 5.0)
+
+
+def voices_datamodule(root, *overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=None, overrides=[
+            "+datamodule=voices", "+n_sources=2", "+fs=8000", "datamodule.num_workers=0",
+            f"datamodule.train.corpus.root={root}", *overrides])
+    return instantiate(cfg.datamodule)
+
+
+def test_voices_extra_corpus_is_opened_only_when_asked(wsj0_root, tmp_path):
+    # default extra_p 0: the configured generated corpus is not opened (it need not exist)
+    dm = voices_datamodule(wsj0_root, f"datamodule.train.extra.root={tmp_path / 'absent'}")
+    assert dm.train_set.extra is None
+    dm = voices_datamodule(wsj0_root, "datamodule.train.extra_p=0.3",
+                           f"datamodule.train.extra.root={wsj0_root}")
+    extra = dm.train_set.extra
+    assert dm.train_set.extra_p == 0.3 and extra.split == "tr"
+    assert extra.crop == dm.train_set.corpus.crop and extra.fs == 8000
+    with pytest.raises(Exception, match="extra corpus cannot be opened: missing folder .*absent"):
+        voices_datamodule(wsj0_root, "datamodule.train.extra_p=0.3",
+                          f"datamodule.train.extra.root={tmp_path / 'absent'}")

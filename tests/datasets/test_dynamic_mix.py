@@ -14,15 +14,15 @@ FS = 8000
 FREQS = {"spka": 300.0, "spkb": 700.0, "spkc": 1100.0, "spkd": 1900.0, "spke": 2700.0}
 
 
-def make_corpus(root, pairs, length=6000):
-    base = root / "2speakers" / "wav8k" / "min" / "tr"
-    t = np.arange(length) / FS
+def make_corpus(root, pairs, length=6000, freqs=FREQS, fs=FS):
+    base = root / "2speakers" / f"wav{fs // 1000}k" / "min" / "tr"
+    t = np.arange(length) / fs
     for i, (a, b) in enumerate(pairs):
         name = f"{a}-tr{i:05d}s1_0.0000_{b}-tr{i:05d}s2_-1.0000"
-        srcs = [0.1 * np.sin(2 * np.pi * FREQS[s] * t + i) for s in (a, b)]
+        srcs = [0.1 * np.sin(2 * np.pi * freqs[s] * t + i) for s in (a, b)]
         for k, x in enumerate(srcs):
-            write_wav(base / f"s{k + 1}" / f"{name}.wav", x.astype(np.float32), FS)
-        write_wav(base / "mix" / f"{name}.wav", (srcs[0] + srcs[1]).astype(np.float32), FS)
+            write_wav(base / f"s{k + 1}" / f"{name}.wav", x.astype(np.float32), fs)
+        write_wav(base / "mix" / f"{name}.wav", (srcs[0] + srcs[1]).astype(np.float32), fs)
     return root
 
 
@@ -130,6 +130,55 @@ def test_options_are_checked(tmp_path):
         DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), speed=(1.1, 0.9))
     with pytest.raises(ValueError, match="eq_db"):
         DynamicMix(WSJ0Mix(tmp_path, 2, FS, "min", "tr", max_len_s=0.5), eq_db=-1.0)
+
+
+# The extra corpus's speakers bear the main corpus's names but are other voices (tones).
+EXTRA_FREQS = {"spka": 450.0, "spkb": 1500.0, "spkc": 2300.0}
+
+
+def test_extra_corpus_lends_sources_with_probability_extra_p(tmp_path, corpus):
+    make_corpus(tmp_path / "gen", [("spka", "spkb"), ("spkc", "spka")], freqs=EXTRA_FREQS)
+    extra = WSJ0Mix(tmp_path / "gen", 2, FS, "min", "tr", max_len_s=0.5)
+    tones = {**{f"main {s}": f for s, f in FREQS.items()},
+             **{f"extra {s}": f for s, f in EXTRA_FREQS.items()}}
+    ds = DynamicMix(corpus, extra=extra, extra_p=0.3)
+    torch.manual_seed(0)
+    n, from_extra, kinds = 200, 0, set()
+    for draw in range(n):
+        mix, srcs = ds[draw % len(ds)]
+        assert torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
+        found = []
+        for x in srcs.numpy():
+            f = dominant(x)
+            who = min(tones, key=lambda s: abs(tones[s] - f))
+            assert abs(tones[who] - f) < 10
+            found.append(who)
+        assert found[0] != found[1]  # same name in two corpora is two speakers, allowed
+        from_extra += sum(w.startswith("extra") for w in found)
+        kinds.add(sum(w.startswith("extra") for w in found))
+    # 400 sources, Binomial(400, 0.3): mean 120, sd 9.2; 5 sd either side
+    assert 120 - 46 < from_extra < 120 + 46
+    assert kinds == {0, 1, 2}
+    only = DynamicMix(corpus, extra=extra, extra_p=1.0)
+    for draw in range(10):
+        for x in only[draw % len(only)][1].numpy():
+            assert min(abs(f - dominant(x)) for f in EXTRA_FREQS.values()) < 10
+
+
+def test_extra_corpus_is_opened_only_when_used_and_checked(tmp_path, corpus):
+    def missing():
+        raise AssertionError("opened although extra_p is 0")
+
+    assert DynamicMix(corpus, extra=missing, extra_p=0.0).extra is None
+    with pytest.raises(ValueError, match="extra_p > 0 needs an extra corpus"):
+        DynamicMix(corpus, extra_p=0.5)
+    with pytest.raises(ValueError, match="extra_p must be"):
+        DynamicMix(corpus, extra=corpus, extra_p=-0.1)
+    make_corpus(tmp_path / "gen16", [("spka", "spkb")], length=12000, freqs=EXTRA_FREQS,
+                fs=16000)
+    other_rate = WSJ0Mix(tmp_path / "gen16", 2, 16000, "min", "tr", max_len_s=0.5)
+    with pytest.raises(ValueError, match="16000 Hz, the main one at 8000 Hz"):
+        DynamicMix(corpus, extra=lambda: other_rate, extra_p=0.5)
 
 
 def test_room_response_decays_60_db_in_rt60_with_the_asked_drr():
