@@ -46,6 +46,17 @@ def dominant(x):
     return np.argmax(spec) * FS / x.size
 
 
+def speakers_of(srcs, tones):
+    """The speaker of each source, told by its tone (within 10 Hz of the speaker's)."""
+    found = []
+    for x in srcs.numpy():
+        f = dominant(x)
+        who = min(tones, key=lambda s: abs(tones[s] - f))
+        assert abs(tones[who] - f) < 10
+        found.append(who)
+    return found
+
+
 def test_remixes_sum_to_the_mixture_with_distinct_speakers_and_wsj_levels(corpus):
     ds = DynamicMix(corpus, gain_db=(-3.0, 3.0))
     torch.manual_seed(0)
@@ -54,12 +65,7 @@ def test_remixes_sum_to_the_mixture_with_distinct_speakers_and_wsj_levels(corpus
         mix, srcs = ds[draw % len(ds)]
         assert mix.shape == (1, 4000) and srcs.shape == (2, 4000)
         assert torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
-        found = []
-        for x in srcs.numpy():
-            f = dominant(x)
-            spk = min(FREQS, key=lambda s: abs(FREQS[s] - f))
-            assert abs(FREQS[spk] - f) < 10
-            found.append(spk)
+        found = speakers_of(srcs, FREQS)
         assert found[0] != found[1]
         seen.add(frozenset(found))
         rms = srcs.pow(2).mean(1).sqrt()
@@ -147,12 +153,7 @@ def test_extra_corpus_lends_sources_with_probability_extra_p(tmp_path, corpus):
     for draw in range(n):
         mix, srcs = ds[draw % len(ds)]
         assert torch.allclose(mix[0], srcs.sum(0), atol=1e-6)
-        found = []
-        for x in srcs.numpy():
-            f = dominant(x)
-            who = min(tones, key=lambda s: abs(tones[s] - f))
-            assert abs(tones[who] - f) < 10
-            found.append(who)
+        found = speakers_of(srcs, tones)
         assert found[0] != found[1]  # same name in two corpora is two speakers, allowed
         from_extra += sum(w.startswith("extra") for w in found)
         kinds.add(sum(w.startswith("extra") for w in found))
