@@ -1,7 +1,8 @@
 """What the demo's network learns in the same wall time as a plain separator.
 
     python bench/bench_discriminative_baseline.py [--minutes 20] [--threads 1]
-        [--val-every 150] [--loss si-sdr|mse|mse-power] [-- extra Hydra overrides of demo]
+        [--val-every 150] [--loss si-sdr|mse|mse-power] [--save FILE [--save-every 10]]
+        [--resume FILE] [-- extra Hydra overrides of demo]
 
 A yardstick for the learning run of ``bench/bench_train_demo.py``: the network,
 data, crops, batch size, optimiser and gradient clipping of ``experiment=demo``,
@@ -16,11 +17,18 @@ validation mixtures) every ``--val-every`` steps, so the two curves compare step
 for step. No diffusion, no sampler: it measures how much separation this network
 can learn from this data in this time, the ceiling of the diffusion model's
 one-shot separation at t = T.
+
+Long runs: ``--save FILE`` writes the separator every ``--save-every`` minutes and at
+the end (atomically), with its training state (Adam's moments, steps, minutes, curve)
+beside it in ``FILE.state.pt``; ``--resume FILE`` continues such a run for another
+``--minutes`` with the same experiment and overrides, counting steps and minutes from
+where it stopped (a file without its state continues with a fresh optimiser).
 """
 
 import argparse
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +41,7 @@ from metrics.separation import pit_si_sdr, si_sdr
 from models.diffsep import denormalize, normalize
 from models.loading import (
     CONFIG_KEY,
+    META_KEY,
     MODEL_TARGETS,
     check_targets,
     model_from_checkpoint,
@@ -70,6 +79,61 @@ def load_one_shot(path):
     model = instantiate(OmegaConf.create(ckpt["config"]).model)
     model.score_model.load_state_dict(ckpt["state_dict"])
     return model.score_model.eval(), model.sde, ckpt["config"]
+
+
+def state_path(path):
+    """Where the training state of the separator saved at ``path`` goes."""
+    path = Path(path)
+    return path.with_name(path.name + ".state.pt")
+
+
+def save_run(path, model, cfg, opt, step, minutes, curve, threads):
+    """The separator (:func:`save_one_shot`) and, beside it, what continuing its training
+    needs; each written atomically, the state first, both labelled with ``step``."""
+    state = {"optimizer": opt.state_dict(), "step": step, "minutes": minutes, "curve": curve}
+    target = state_path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(target)
+    save_one_shot(path, model, cfg, {"steps": step, "minutes": round(minutes, 1),
+                                     "threads": threads})
+
+
+def resume_run(path, model, opt):
+    """Load the separator saved at ``path`` into ``model`` and, when its state file is
+    there and of the same step, Adam's moments into ``opt``. Returns (step, minutes,
+    curve) so far."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"--resume {path}: no such file (a file written by --save)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = ckpt.get("state_dict")
+    if state_dict is None:
+        raise SystemExit(f"--resume {path}: not a separator written by --save")
+    if CONFIG_KEY in ckpt:  # the inference format: the whole model's state
+        prefix = "score_model."
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    try:
+        model.score_model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise SystemExit(f"--resume {path}: its network does not match the experiment's (give "
+                         f"the --experiment and overrides it was trained with)\n{e}") from None
+    meta = ckpt.get(META_KEY, {})
+    step, minutes = int(meta.get("steps", 0)), float(meta.get("minutes", 0.0))
+    curve = []
+    state_file = state_path(path)
+    if state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if int(state["step"]) == step:
+            opt.load_state_dict(state["optimizer"])
+            curve = list(state["curve"])
+        else:
+            print(f"warning: {state_file} is of step {state['step']}, the separator of step "
+                  f"{step}: Adam starts afresh", file=sys.stderr)
+    else:
+        print(f"warning: no training state beside {path}: Adam starts afresh",
+              file=sys.stderr)
+    return step, minutes, curve
 
 
 def one_shot(net, sde, mix_n):
@@ -129,8 +193,14 @@ def main(argv=None):
     ap.add_argument("--save", type=Path, default=None,
                     help="write the trained separator here (bench_pretrained.py --baseline; "
                          "train.py init_from=PATH starts a diffusion model from it)")
+    ap.add_argument("--save-every", type=float, default=10.0, metavar="MIN",
+                    help="with --save: also write it (and its training state) this often")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="continue the run saved in this file (same experiment, overrides)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides of the demo config")
     args = ap.parse_args(argv)
+    if args.save_every <= 0:
+        ap.error("--save-every must be positive")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -148,8 +218,15 @@ def main(argv=None):
             break
         val.append((batch[0], batch[1]))
 
-    curve, step, t0 = [], 0, time.time()
+    curve, step, before = [], 0, 0.0
+    if args.resume:
+        step, before, curve = resume_run(args.resume, model, opt)
+        torch.manual_seed(int(cfg.seed) + step)  # not the first sitting's batches again
+        print(f"resuming {args.resume} at step {step} ({before:.1f} min so far)")
+    first_step, t0 = step, time.time()
+    last_save = t0
     budget = 60.0 * args.minutes
+    threads = torch.get_num_threads()
     print(f"training {sum(p.numel() for p in net.parameters())} parameters for "
           f"{args.minutes:g} min; validation on {sum(m.shape[0] for m, _ in val)} excerpts")
     print(f"{'step':>6} {'minutes':>8} {'train loss':>11} {'val SI-SDRi dB':>15}")
@@ -171,22 +248,27 @@ def main(argv=None):
                 net.eval()
                 sdri = validate(net, sde, val)
                 net.train()
-                row = dict(step=step, minutes=round((time.time() - t0) / 60, 2),
+                row = dict(step=step, minutes=round(before + (time.time() - t0) / 60, 2),
                            train_loss=sum(running) / len(running), si_sdri=sdri)
                 running = []
                 curve.append(row)
                 print(f"{row['step']:>6} {row['minutes']:>8.2f} {row['train_loss']:>11.3f} "
                       f"{row['si_sdri']:>15.2f}", flush=True)
+            if args.save and time.time() - last_save >= 60.0 * args.save_every:
+                save_run(args.save, model, cfg, opt, step,
+                         before + (time.time() - t0) / 60, curve, threads)
+                last_save = time.time()
     elapsed = time.time() - t0
-    print(f"{step} steps in {elapsed / 60:.1f} min ({step / elapsed:.2f} steps/s)")
+    rate = (step - first_step) / elapsed
+    print(f"{step} steps, {before + elapsed / 60:.1f} min in all "
+          f"({step - first_step} in {elapsed / 60:.1f} min this sitting, {rate:.2f} steps/s)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(dict(steps=step, steps_per_s=step / elapsed,
-                                            curve=curve), indent=1))
+        args.out.write_text(json.dumps(dict(steps=step, minutes=before + elapsed / 60,
+                                            steps_per_s=rate, curve=curve), indent=1))
     if args.save:
-        save_one_shot(args.save, model, cfg, {"steps": step, "minutes": round(elapsed / 60, 1),
-                                              "threads": torch.get_num_threads()})
-        print(f"wrote {args.save}")
+        save_run(args.save, model, cfg, opt, step, before + elapsed / 60, curve, threads)
+        print(f"wrote {args.save} and {state_path(args.save)}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ the project's inference format, read back exactly, and a starting point for trai
 
 import importlib.util
 
+import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
@@ -60,3 +61,63 @@ def test_files_of_the_earlier_format_still_load(tmp_path):
     net, _, _ = bench.load_one_shot(path)
     for name, value in model.score_model.state_dict().items():
         assert torch.equal(net.state_dict()[name], value), name
+
+
+def _adam_steps(model, n, seed):
+    opt = model.optimizer_factory(params=model.score_model.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        loss = sum((p * torch.randn(p.shape, generator=gen)).sum()
+                   for p in model.score_model.parameters())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return opt
+
+
+def _decay_step(model, opt):
+    opt.zero_grad()
+    sum(p.square().sum() for p in model.score_model.parameters()).backward()
+    opt.step()
+
+
+def test_a_saved_run_resumes_with_its_weights_moments_and_counts(tmp_path):
+    bench = _bench()
+    model, cfg = _trained_model(3)
+    opt = _adam_steps(model, 3, seed=4)
+    path = tmp_path / "run.pt"
+    curve = [{"step": 3, "minutes": 0.5, "train_loss": -1.0, "si_sdri": 2.0}]
+    bench.save_run(path, model, cfg, opt, 3, 12.25, curve, threads=1)
+
+    fresh, _ = _trained_model(5)
+    fresh_opt = fresh.optimizer_factory(params=fresh.score_model.parameters())
+    step, minutes, got_curve = bench.resume_run(path, fresh, fresh_opt)
+    assert (step, got_curve) == (3, curve)
+    assert abs(minutes - 12.2) < 0.06  # the separator's meta keeps a tenth of a minute
+    for name, value in model.score_model.state_dict().items():
+        assert torch.equal(fresh.score_model.state_dict()[name], value), name
+    # the same further step from both gives the same weights only if Adam's moments came too
+    _decay_step(model, opt)
+    _decay_step(fresh, fresh_opt)
+    for name, value in model.score_model.state_dict().items():
+        assert torch.allclose(fresh.score_model.state_dict()[name], value), name
+
+
+def test_a_state_of_another_step_or_none_restarts_adam_and_says_so(tmp_path, capsys):
+    bench = _bench()
+    model, cfg = _trained_model(6)
+    opt = _adam_steps(model, 2, seed=7)
+    path = tmp_path / "run.pt"
+    bench.save_run(path, model, cfg, opt, 2, 1.0, [], threads=1)
+    bench.save_one_shot(path, model, cfg, {"steps": 5, "minutes": 2.0})  # newer than its state
+    fresh, _ = _trained_model(8)
+    fresh_opt = fresh.optimizer_factory(params=fresh.score_model.parameters())
+    assert bench.resume_run(path, fresh, fresh_opt)[:2] == (5, 2.0)
+    assert fresh_opt.state_dict()["state"] == {}
+    assert "of step 2, the separator of step 5: Adam starts afresh" in capsys.readouterr().err
+
+    bench.state_path(path).unlink()
+    bench.resume_run(path, fresh, fresh_opt)
+    assert "no training state beside" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no such file"):
+        bench.resume_run(tmp_path / "missing.pt", fresh, fresh_opt)
