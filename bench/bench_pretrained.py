@@ -2,7 +2,7 @@
 
     python bench/bench_pretrained.py [--model speech-2spk-8k] [--steps 2 4 8 16 30]
         [--n-items 50] [--voices data/voices] [--synth data/synth/wsj0_mix]
-        [--baseline DISC.pt] [--threads 2] [--out results.json]
+        [--baseline DISC.pt [--ensemble]] [--threads 2] [--out results.json]
 
 For each test split present (the recorded-voice corpus's tt split, whose speakers the
 model never heard, and the generated corpus's tt split), the first `--n-items` 8-kHz
@@ -11,12 +11,15 @@ unprocessed mixture, the discriminative one-shot separator of
 `bench/bench_discriminative_baseline.py --save` when `--baseline` is given, and the
 model's sampler at every step count of `--steps` (the model's own corrector, snr,
 schedule and final step), and at the counts of `--flip-final-step` with the final Tweedie
-step (t_eps to 0) toggled. Columns: mean and median SI-SDRi, the share of mixtures improved by more
+step (t_eps to 0) toggled. `--ensemble` adds the mean of the baseline's and the model's
+estimates at the first count of `--steps` (:func:`combine`): how much the two separators'
+errors differ. Columns: mean and median SI-SDRi, the share of mixtures improved by more
 than 3 dB, narrow-band PESQ, ESTOI, network evaluations and the real-time factor
 (separation time over audio duration, on `--threads` CPU threads).
 """
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -48,6 +51,45 @@ class OneShot:
 
     def separate(self, mix, intermediate=False, generator=None, **_sampler):
         return self.estimate(self.net, self.sde, mix), 1, None
+
+
+def fit_to_mixture(est, mix):
+    """``est (B, K, L)`` with each source scaled by the least-squares coefficients that
+    make their sum closest to ``mix (B, 1, L)`` (a separator trained on a scale-invariant
+    loss has no scale of its own)."""
+    a = est.double().transpose(1, 2)  # (B, L, K)
+    coef = torch.linalg.lstsq(a, mix.double().transpose(1, 2)).solution  # (B, K, 1)
+    return (est.double() * coef).to(est.dtype)
+
+
+def combine(first, second, mix, weight=0.5):
+    """``weight * first + (1 - weight) * second`` after both are fitted to the mixture
+    (:func:`fit_to_mixture`) and ``second``'s sources are put in the order of ``first``'s
+    that matches them best (the highest summed correlation; the references play no part)."""
+    first, second = fit_to_mixture(first, mix), fit_to_mixture(second, mix)
+    a = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    b = second / second.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    corr = torch.einsum("bkl,bjl->bkj", a, b)  # corr[:, k, j]: first's k against second's j
+    k = first.shape[1]
+    perms = torch.tensor(list(itertools.permutations(range(k))))  # (P, K)
+    score = corr[:, torch.arange(k), perms].sum(-1)  # (B, P)
+    order = perms[score.argmax(dim=1)]  # (B, K)
+    second = torch.gather(second, 1, order[..., None].expand_as(second))
+    return weight * first + (1 - weight) * second
+
+
+class Ensemble:
+    """The mean of the model's estimate and the baseline's (:func:`combine`)."""
+
+    def __init__(self, model, baseline):
+        self.model, self.baseline = model, baseline
+        self.fs, self.n_sources = baseline.fs, baseline.n_sources
+        self.source_names = baseline.source_names
+
+    def separate(self, mix, intermediate=False, generator=None, **sampler):
+        est, nfe, _ = self.model.separate(mix, generator=generator, **sampler)
+        other, _, _ = self.baseline.separate(mix)
+        return combine(est, other, mix), nfe + 1, None
 
 
 def mixture_row(ds, n_items):
@@ -102,9 +144,13 @@ def main(argv=None):
     ap.add_argument("--synth", type=Path, default=Path("data/synth/wsj0_mix"))
     ap.add_argument("--baseline", type=Path, default=None,
                     help="weights written by bench_discriminative_baseline.py --save")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="with --baseline: also the mean of its and the model's estimates")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write every number here (JSON)")
     args = ap.parse_args(argv)
+    if args.ensemble and args.baseline is None:
+        ap.error("--ensemble needs --baseline")
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model)
     model = load_model(path, "cpu")
@@ -121,8 +167,9 @@ def main(argv=None):
         n = min(args.n_items, len(ds))
         rows = [("unprocessed mixture", summarize(mixture_row(ds, n)))]
         if args.baseline is not None:
+            baseline = OneShot(args.baseline)
             rows.append(("discriminative one-shot (baseline)",
-                         summarize(separator_rows(OneShot(args.baseline), ds, n, Settings()))))
+                         summarize(separator_rows(baseline, ds, n, Settings()))))
         default_final = bool(model.sampler["final_step"])
         runs = [(n_steps, default_final) for n_steps in args.steps]
         runs += [(n_steps, not default_final) for n_steps in args.flip_final_step]
@@ -134,6 +181,11 @@ def main(argv=None):
             rows.append((name, summarize(recs)))
             print(f"  {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         model.sampler["final_step"] = default_final
+        if args.ensemble:
+            steps = args.steps[0]
+            recs = separator_rows(Ensemble(model, baseline), ds, n,
+                                  Settings(N=steps, **base))
+            rows.append((f"mean of baseline and N = {steps}", summarize(recs)))
         print_table(f"{title}: {n} mixtures, {root}", rows)
         results["corpora"][title] = {"root": str(root), "rows": dict(rows)}
     if args.out:
