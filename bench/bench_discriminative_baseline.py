@@ -201,6 +201,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.save_every <= 0:
         ap.error("--save-every must be positive")
+    if args.resume and not args.save:
+        ap.error("--resume needs --save: where the continued run goes (it may be the same file)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
