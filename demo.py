@@ -36,6 +36,7 @@ CORPUS = Path("data/synth/wsj0_mix")
 SPLIT_DIR = CORPUS / "2speakers" / "wav8k" / "min"
 CORPUS_SIZES = {"tr": 1000, "cv": 50, "tt": 50}
 EXAMPLES = REPO / "pretrained" / "examples"
+SHIPPED_ROW = "shipped model (DiffSep + one-shot)"  # the blend of models/blend.py
 METRICS = (("si_sdr", "SI-SDR dB"), ("si_sdr_improvement", "SI-SDRi dB"), ("pesq", "PESQ nb"),
            ("estoi", "ESTOI"))
 
@@ -106,14 +107,14 @@ def score_examples(separated, examples=EXAMPLES):
 
     from metrics.separation import score_item
 
-    rows = {"unprocessed mixture": [], "DiffSep (shipped model)": []}
+    rows = {"unprocessed mixture": [], SHIPPED_ROW: []}
     names = sorted(p.stem for p in (examples / "mix").glob("*.wav"))
     for name in names:
         mix, fs = sf.read(examples / "mix" / f"{name}.wav")
         ref = np.stack([sf.read(examples / s / f"{name}.wav")[0] for s in ("s1", "s2")])
         est = np.stack([sf.read(separated / s / f"{name}.wav")[0] for s in ("s1", "s2")])
         rows["unprocessed mixture"].append(score_item(np.stack([mix, mix]), ref, mix, fs, "nb"))
-        rows["DiffSep (shipped model)"].append(score_item(est, ref, mix, fs, "nb"))
+        rows[SHIPPED_ROW].append(score_item(est, ref, mix, fs, "nb"))
     table = {}
     for row, recs in rows.items():
         table[row] = {key: {"mean": float(np.mean([v for r in recs for v in r[key]
@@ -123,10 +124,12 @@ def score_examples(separated, examples=EXAMPLES):
 
 
 def print_table(rows):
-    print(f"{'':26s}" + "".join(f"{label:>12s}" for _, label in METRICS))
+    rows = list(rows)
+    width = max([26] + [len(name) + 1 for name, _ in rows])
+    print(" " * width + "".join(f"{label:>12s}" for _, label in METRICS))
     for name, metrics in rows:
         row = "".join(f"{fmt(metrics.get(key)):>12s}" for key, _ in METRICS)
-        print(f"{name:26s}{row}")
+        print(f"{name:{width}s}{row}")
 
 
 def shipped_model_step(py, out):

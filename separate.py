@@ -5,7 +5,10 @@
 Without ``--model`` the shipped two-speaker model (``pretrained/speech-2spk-8k.ckpt``,
 see docs/model-card-speech-2spk-8k.md) separates the input; ``--model music`` takes the
 shipped four-stem music model (``pretrained/music-4stem-11k.ckpt``, see
-docs/model-card-music-4stem-11k.md). INPUT is an audio file
+docs/model-card-music-4stem-11k.md). The shipped speech model's output is a weighted mean
+of its diffusion estimate and that of a one-shot separator shipped beside it
+(``pretrained/speech-2spk-8k-oneshot.ckpt``); ``--no-blend`` keeps the diffusion
+estimate alone. INPUT is an audio file
 (wav/flac/ogg) or a folder of them. Each input gives one file per source, named by
 ``--filename``. The default follows the model: labelled stems (a
 music model trained with the fixed stem order) go to ``{track}/{source}.wav``, e.g.
@@ -43,11 +46,11 @@ from models.pretrained import ALIASES, DEFAULT_MODEL, PRETRAINED, resolve_model
 from sdes.sampling import CORRECTORS, PREDICTORS, SCHEDULES
 
 
-def load_model(path, device):
+def load_model(path, device, blend=True):
     """Load a checkpoint; imported late so that ``--help`` stays fast."""
     from models.loading import load_model as load
 
-    return load(path, device)
+    return load(path, device, blend=blend)
 
 
 def _terminate(signum, frame):
@@ -67,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint of a trained model, or the name of a shipped model "
         f"({', '.join(PRETRAINED)}; short names: "
         f"{', '.join(f'{a} = {n}' for a, n in ALIASES.items())}; default {DEFAULT_MODEL})",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-blend", action="store_true",
+        help="a shipped model alone: without the one-shot separator whose estimate it is "
+        "blended with by default (docs/separation.md)",
     )  # fmt: skip
     p.add_argument("-r", "--recursive", action="store_true", help="search sub-folders")
     p.add_argument(
@@ -128,7 +136,7 @@ def main(argv=None) -> int:
     sampler.update(schedule=args.schedule, predictor=args.predictor, corrector=args.corrector)
     try:
         separator = Separator(
-            load_model(model_path, device),
+            load_model(model_path, device, blend=not args.no_blend),
             segment=args.segment, overlap=args.overlap, batch_size=args.batch_size,
             mono=args.mono, rematch=args.rematch, rescale=args.rescale, seed=args.seed,
             device=device, progress=True, **sampler,

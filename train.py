@@ -91,7 +91,7 @@ def init_weights(model, spec):
     from models.pretrained import resolve_model
 
     path = resolve_model(spec)
-    source = load_model(path, "cpu").score_model.state_dict()
+    source = load_model(path, "cpu", blend=False).score_model.state_dict()
     target = model.score_model.state_dict()
     differ = sorted(k for k in source.keys() | target.keys()
                     if k not in source or k not in target or source[k].shape != target[k].shape)

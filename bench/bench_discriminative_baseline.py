@@ -38,7 +38,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from metrics.separation import pit_si_sdr, si_sdr
-from models.diffsep import denormalize, normalize
+from models.blend import estimate, one_shot
+from models.diffsep import normalize
 from models.loading import (
     CONFIG_KEY,
     META_KEY,
@@ -134,20 +135,6 @@ def resume_run(path, model, opt):
         print(f"warning: no training state beside {path}: Adam starts afresh",
               file=sys.stderr)
     return step, minutes, curve
-
-
-def one_shot(net, sde, mix_n):
-    """Sources ``(B, K, L)`` of a normalised mixture: ``y / K`` plus the network's output
-    at t = T from there."""
-    start = sde.prior_mean(mix_n)
-    t = torch.full((mix_n.shape[0],), float(sde.T))
-    return start + net(start, t, mix_n)
-
-
-def estimate(net, sde, mix):
-    """:func:`one_shot` in the scale of ``mix``."""
-    mix_n, _, stats = normalize(mix)
-    return denormalize(one_shot(net, sde, mix_n), stats)
 
 
 def pit_loss(est, tgt):

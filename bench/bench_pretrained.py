@@ -2,18 +2,19 @@
 
     python bench/bench_pretrained.py [--model speech-2spk-8k] [--steps 2 4 8 16 30]
         [--n-items 50] [--voices data/voices] [--synth data/synth/wsj0_mix]
-        [--baseline DISC.pt [--ensemble]] [--split tt|cv] [--threads 2] [--out results.json]
+        [--baseline DISC.pt] [--split tt|cv] [--threads 2] [--out results.json]
 
 For each test split present (the recorded-voice corpus's tt split, whose speakers the
 model never heard, and the generated corpus's tt split), the first `--n-items` 8-kHz
 two-speaker mixtures (min cut, whole utterances) are scored side by side: the
-unprocessed mixture, the discriminative one-shot separator of
-`bench/bench_discriminative_baseline.py --save` when `--baseline` is given, and the
-model's sampler at every step count of `--steps` (the model's own corrector, snr,
-schedule and final step), and at the counts of `--flip-final-step` with the final Tweedie
-step (t_eps to 0) toggled. `--ensemble` adds the mean of the baseline's and the model's
-estimates at the first count of `--steps` (:func:`combine`): how much the two separators'
-errors differ. `--split cv` scores the validation splits instead (speakers held out of
+unprocessed mixture; the one-shot separator (the shipped model's partner, or the file
+of `bench/bench_discriminative_baseline.py --save` given as `--baseline`); the
+diffusion model alone, its sampler at every step count of `--steps` (the model's own
+corrector, snr, schedule and final step) and at the counts of `--flip-final-step` with
+the final Tweedie step (t_eps to 0) toggled; and the blend of the two separators
+(`models/blend.py`, what the shipped model returns) at the first count of `--steps`,
+with the partner's weight or each of `--blend-weights` (the sampler runs once for all).
+`--split cv` scores the validation splits instead (speakers held out of
 training too), whole utterances as well: what choices between models and settings are
 made on, so that the tt figure stays untouched by them. Columns: mean and median
 SI-SDRi, the share of mixtures improved by more than 3 dB, narrow-band PESQ, ESTOI,
@@ -22,7 +23,7 @@ network evaluations and the real-time factor (separation time over audio duratio
 """
 
 import argparse
-import itertools
+import hashlib
 import json
 import sys
 import time
@@ -35,64 +36,48 @@ from datasets.audio import DatasetError
 from datasets.wsj0_mix import WSJ0Mix
 from evaluation.runner import Settings, evaluate_item
 from metrics.separation import score_item
-from models.loading import config_n_sources, load_model
+from models.blend import Partner, combine
+from models.loading import load_model, model_from_checkpoint, read_checkpoint
 from models.pretrained import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 class OneShot:
-    """The discriminative baseline as a separator (one network evaluation)."""
+    """A one-shot separator (:class:`models.blend.Partner`) on its own: one network
+    evaluation."""
 
-    def __init__(self, path):
-        from bench_discriminative_baseline import estimate, load_one_shot
-
-        self.net, self.sde, cfg = load_one_shot(path)
-        self.estimate = estimate
-        self.fs, self.n_sources = int(cfg["fs"]), int(config_n_sources(cfg))
+    def __init__(self, partner):
+        self.partner = partner
+        self.fs, self.n_sources = partner.fs, partner.n_sources
         self.source_names = [f"s{k + 1}" for k in range(self.n_sources)]
 
     def separate(self, mix, intermediate=False, generator=None, **_sampler):
-        return self.estimate(self.net, self.sde, mix), 1, None
+        return self.partner.estimate(mix), 1, None
 
 
-def fit_to_mixture(est, mix):
-    """``est (B, K, L)`` with each source scaled by the least-squares coefficients that
-    make their sum closest to ``mix (B, 1, L)`` (a separator trained on a scale-invariant
-    loss has no scale of its own)."""
-    a = est.double().transpose(1, 2)  # (B, L, K)
-    coef = torch.linalg.lstsq(a, mix.double().transpose(1, 2)).solution  # (B, K, 1)
-    return (est.double() * coef).to(est.dtype)
+class Blends:
+    """The blend of the model's sampler estimate with the one-shot estimate at
+    ``weight`` (set it between runs): the sampler runs once per mixture and its time is
+    added to every later weight's records (``extra_s``)."""
 
-
-def combine(first, second, mix, weight=0.5):
-    """``weight * first + (1 - weight) * second`` after both are fitted to the mixture
-    (:func:`fit_to_mixture`) and ``second``'s sources are put in the order of ``first``'s
-    that matches them best (the highest summed correlation; the references play no part)."""
-    first, second = fit_to_mixture(first, mix), fit_to_mixture(second, mix)
-    a = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    b = second / second.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    corr = torch.einsum("bkl,bjl->bkj", a, b)  # corr[:, k, j]: first's k against second's j
-    k = first.shape[1]
-    perms = torch.tensor(list(itertools.permutations(range(k))))  # (P, K)
-    score = corr[:, torch.arange(k), perms].sum(-1)  # (B, P)
-    order = perms[score.argmax(dim=1)]  # (B, K)
-    second = torch.gather(second, 1, order[..., None].expand_as(second))
-    return weight * first + (1 - weight) * second
-
-
-class Ensemble:
-    """The mean of the model's estimate and the baseline's (:func:`combine`)."""
-
-    def __init__(self, model, baseline):
-        self.model, self.baseline = model, baseline
-        self.fs, self.n_sources = baseline.fs, baseline.n_sources
-        self.source_names = baseline.source_names
+    def __init__(self, model, partner):
+        self.model, self.partner, self.weight = model, partner, partner.weight
+        self.fs, self.n_sources = model.fs, model.n_sources
+        self.source_names = model.source_names
+        self.cache, self.extra_s = {}, 0.0  # sha1 of the mixture -> (est, nfe, seconds)
 
     def separate(self, mix, intermediate=False, generator=None, **sampler):
-        est, nfe, _ = self.model.separate(mix, generator=generator, **sampler)
-        other, _, _ = self.baseline.separate(mix)
-        return combine(est, other, mix), nfe + 1, None
+        key = hashlib.sha1(mix.numpy().tobytes()).hexdigest()
+        self.extra_s = 0.0
+        if key in self.cache:
+            est, nfe, self.extra_s = self.cache[key]
+        else:
+            t0 = time.perf_counter()
+            est, nfe, _ = self.model.separate(mix, generator=generator, blend=False, **sampler)
+            self.cache[key] = (est, nfe, time.perf_counter() - t0)
+        other = self.partner.estimate(mix)
+        return combine(est, other, mix, self.weight), nfe + 1, None
 
 
 def mixture_row(ds, n_items):
@@ -112,6 +97,7 @@ def separator_rows(sep, ds, n_items, settings):
         mix, tgt = ds[i]
         rec = evaluate_item(sep, i, mix, tgt, {"name": ds.names[i]}, settings,
                             torch.device("cpu"))
+        rec["run_time_s"] += getattr(sep, "extra_s", 0.0)  # Blends: the cached sampler's
         recs.append({**rec, "duration_s": mix.shape[-1] / ds.fs})
     return recs
 
@@ -146,22 +132,29 @@ def main(argv=None):
     ap.add_argument("--voices", type=Path, default=Path("data/voices"))
     ap.add_argument("--synth", type=Path, default=Path("data/synth/wsj0_mix"))
     ap.add_argument("--baseline", type=Path, default=None,
-                    help="weights written by bench_discriminative_baseline.py --save")
-    ap.add_argument("--ensemble", action="store_true",
-                    help="with --baseline: also the mean of its and the model's estimates")
+                    help="a one-shot separator written by bench_discriminative_baseline.py "
+                    "--save (default: the shipped model's partner, when it has one)")
+    ap.add_argument("--blend-weights", type=float, nargs="+", default=None, metavar="W",
+                    help="shares of the diffusion estimate in the blend rows (default: "
+                    "the partner's own, 0.5 for --baseline)")
     ap.add_argument("--split", choices=("tt", "cv"), default="tt",
                     help="test split (default) or the validation split to choose on")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write every number here (JSON)")
     args = ap.parse_args(argv)
-    if args.ensemble and args.baseline is None:
-        ap.error("--ensemble needs --baseline")
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model)
     model = load_model(path, "cpu")
+    partner = model.partner
+    if args.baseline is not None:
+        weight = 0.5 if partner is None else partner.weight
+        partner = Partner(model_from_checkpoint(read_checkpoint(args.baseline), args.baseline),
+                          weight, args.baseline)
+    model.partner = None  # the DiffSep rows: the sampler's estimate alone
     base = {k: model.sampler[k] for k in ("snr", "corrector_steps", "denoise", "schedule")}
     results = {"model": str(path), "threads": args.threads, "sampler": base,
-               "split": args.split, "corpora": {}}
+               "split": args.split, "one_shot": None if partner is None else str(partner.path),
+               "corpora": {}}
     corpora = ((f"recorded voices, held-out speakers ({args.split})", args.voices),
                (f"generated speech ({args.split})", args.synth))  # fmt: skip
     for title, root in corpora:
@@ -172,10 +165,9 @@ def main(argv=None):
             continue
         n = min(args.n_items, len(ds))
         rows = [("unprocessed mixture", summarize(mixture_row(ds, n)))]
-        if args.baseline is not None:
-            baseline = OneShot(args.baseline)
-            rows.append(("discriminative one-shot (baseline)",
-                         summarize(separator_rows(baseline, ds, n, Settings()))))
+        if partner is not None:
+            rows.append(("one-shot separator",
+                         summarize(separator_rows(OneShot(partner), ds, n, Settings()))))
         default_final = bool(model.sampler["final_step"])
         runs = [(n_steps, default_final) for n_steps in args.steps]
         runs += [(n_steps, not default_final) for n_steps in args.flip_final_step]
@@ -187,11 +179,12 @@ def main(argv=None):
             rows.append((name, summarize(recs)))
             print(f"  {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         model.sampler["final_step"] = default_final
-        if args.ensemble:
-            steps = args.steps[0]
-            recs = separator_rows(Ensemble(model, baseline), ds, n,
-                                  Settings(N=steps, **base))
-            rows.append((f"mean of baseline and N = {steps}", summarize(recs)))
+        if partner is not None:
+            steps, blends = args.steps[0], Blends(model, partner)
+            for weight in args.blend_weights or [partner.weight]:
+                blends.weight = weight
+                recs = separator_rows(blends, ds, n, Settings(N=steps, **base))
+                rows.append((f"blend, N = {steps}, weight {weight:g}", summarize(recs)))
         print_table(f"{title}: {n} mixtures, {root}", rows)
         results["corpora"][title] = {"root": str(root), "rows": dict(rows)}
     if args.out:

@@ -51,7 +51,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.ckpt)
+    model = load_model(args.ckpt, blend=False)
     fs = int(model.fs)
     data = WSJ0Mix(args.root, n_sources=model.n_sources, fs=fs, split=args.split,
                    max_len_s=args.seconds, max_n_samples=args.n_items, random_crop=False)

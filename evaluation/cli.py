@@ -54,6 +54,9 @@ def add_common_args(parser):
                         f"(default: whole utterances; music: {MUSIC_SEGMENT_S:g} s)")
     parser.add_argument("--overlap", type=float, default=0.25,
                         help="overlap fraction of the segments")
+    parser.add_argument("--no-blend", action="store_true",
+                        help="a shipped model alone, without its one-shot partner "
+                        "(docs/separation.md)")
     parser.add_argument("-o", "--output-dir", default="results", help="Results root folder")
     parser.add_argument("--tag", default=None, help="Suffix of the result folder name")
     parser.add_argument("--seed", type=int, default=0,
@@ -84,7 +87,7 @@ def settings_from_args(args):
         stoi_extended=not args.stoi_no_extended, enhance=args.enhance, seed=args.seed,
         save_n=args.save_n, limit=args.limit, tag=args.tag, no_proc=args.ckpt == NO_PROC,
         metrics=args.metrics, permutation=args.permutation, segment=args.segment,
-        overlap=args.overlap)
+        overlap=args.overlap, blend=not args.no_blend)
 
 
 def session_kwargs(args):

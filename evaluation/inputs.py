@@ -48,8 +48,9 @@ def config_from_hydra(datamodule, overrides=()):
         return compose("config", overrides=[f"datamodule={datamodule}", *overrides])
 
 
-def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=()):
-    """A DiffSep model from `ckpt`, or the mixture baseline for `__no_proc__`.
+def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=(), blend=True):
+    """A DiffSep model from `ckpt` (with its one-shot partner when it is a shipped model
+    that has one and `blend` is true), or the mixture baseline for `__no_proc__`.
 
     The baseline takes its data config from another checkpoint (`config_from`)
     or from the Hydra config group `datamodule`; its fs and sources are set by
@@ -72,7 +73,7 @@ def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=()
     from models.loading import NotADiffSepCheckpoint, load_model
 
     try:
-        return load_model(str(path), device)
+        return load_model(str(path), device, blend=blend)
     except NotADiffSepCheckpoint as e:
         raise EvaluationInputError(str(e)) from e
 

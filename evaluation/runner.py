@@ -66,6 +66,7 @@ class Settings:
     permutation: str = "auto"  # pit | none | auto (none for labelled outputs)
     segment: float | None = None  # s; None: whole items (music: MUSIC_SEGMENT_S)
     overlap: float = 0.25
+    blend: bool = True  # a shipped model's one-shot partner, when it has one (models/blend.py)
 
     def __post_init__(self):
         if self.metrics not in METRIC_SETS:

@@ -75,7 +75,8 @@ class EvalSession:
                      "config_from": config_from, "datamodule": datamodule,
                      "overrides": list(overrides), "data_root": data_root}
         self.ckpt, self.device = ckpt, device
-        self.separator = load_separator(ckpt, device, config_from, datamodule, overrides)
+        self.separator = load_separator(ckpt, device, config_from, datamodule, overrides,
+                                        blend=settings.blend)
         if datamodule is None:  # a checkpoint's config: point it at other data if asked
             redirect_data(self.separator.config, data_root, overrides)
         # Sampler options not given take the model's own (the baseline has none).
@@ -84,7 +85,9 @@ class EvalSession:
         # Build every split first: a missing folder fails before any work is done.
         self.datasets = {s: build_dataset(self.separator, s, libri_root) for s in splits}
         ckpt_name = "" if ckpt == NO_PROC else Path(ckpt).stem  # infer_params says no_proc
-        parts = [self.separator.exp_name, ckpt_name, self.settings.infer_params()]
+        self.partner = getattr(self.separator, "partner", None)
+        parts = [self.separator.exp_name, ckpt_name, self.settings.infer_params(),
+                 "blend" if self.partner is not None else ""]
         self.result_dir = Path(output_dir) / "_".join(p for p in parts if p)
 
     def source_id(self):
@@ -92,6 +95,8 @@ class EvalSession:
             sp = self.spec
             data = ({"data_root": sp["data_root"], "overrides": sp["overrides"]}
                     if sp["data_root"] or sp["overrides"] else {})
+            if self.partner is not None:  # the blend's other half
+                data["partner"] = {**_file_id(self.partner.path), "weight": self.partner.weight}
             return {"checkpoint": _file_id(self.ckpt), **data}
         sp = self.spec
         src = _file_id(sp["config_from"]) if sp["config_from"] else None

@@ -187,9 +187,12 @@ class DiffSepModel(pl.LightningModule):
         self.ema = EMA(self.score_model, ema_decay, ema_warmup)
         self._warmup_base_lr = None
         self._audio_logged = 0
-        # Set by models.loading.load_model: the run's resolved config and name.
+        # Set by models.loading.load_model: the run's resolved config and name, and the
+        # one-shot separator that a shipped model blends its estimate with
+        # (models/blend.py; None: the sampler's estimate as it is).
         self.config = None
         self.exp_name = None
+        self.partner = None
 
     @property
     def labelled_sources(self):
@@ -309,12 +312,15 @@ class DiffSepModel(pl.LightningModule):
     @torch.no_grad()
     def separate(self, mix, N=None, snr=None, corrector_steps=None, denoise=None, schedule=None,
                  predictor=None, corrector=None, final_step=None, intermediate=False,
-                 generator=None):
+                 generator=None, blend=True):
         """Separate ``mix (B, 1, L)`` -> ``(est (B, K, L), nfe, intermediates or None)``.
 
         Outputs are in the scale of the input; ``intermediates`` is the list of
         ``(t, x_t)`` states of the sampler, de-normalised too. Options left as None
-        take the module's ``sampler`` defaults.
+        take the module's ``sampler`` defaults. With a ``partner`` attached (a shipped
+        model's one-shot separator, :mod:`models.blend`) and ``blend`` true, ``est`` is
+        the blend of the sampler's estimate with the partner's (one more network
+        evaluation, counted in ``nfe``); the intermediates stay the sampler's.
         """
         given = dict(N=N, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
                      schedule=schedule, predictor=predictor, corrector=corrector,
@@ -328,6 +334,8 @@ class DiffSepModel(pl.LightningModule):
             final_step=opt["final_step"], generator=generator)
         out = sampler()
         est, nfe = denormalize(out[0], stats), out[1]
+        if blend and self.partner is not None:
+            est, nfe = self.partner.blend(est, mix), nfe + 1
         states = None
         if intermediate:
             states = [(t, denormalize(x, stats)) for t, x in out[2]]

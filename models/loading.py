@@ -114,13 +114,19 @@ def read_checkpoint(ckpt_path, device="cpu"):
     return ckpt
 
 
-def load_model(ckpt_path, device="cpu"):
+def load_model(ckpt_path, device="cpu", blend=True):
     """DiffSepModel with the EMA weights, in eval mode, on ``device``.
 
     Sets ``model.config`` (the run's resolved config, a DictConfig) and
-    ``model.exp_name`` (its ``name``).
+    ``model.exp_name`` (its ``name``); for a shipped model that names a one-shot partner
+    (``models.pretrained.PARTNERS``) and ``blend`` true, ``model.partner``
+    (``models/blend.py``; None otherwise).
     """
-    return model_from_checkpoint(read_checkpoint(ckpt_path, device="cpu"), ckpt_path, device)
+    from models.pretrained import partner_for  # imported late: it imports this module
+
+    model = model_from_checkpoint(read_checkpoint(ckpt_path, device="cpu"), ckpt_path, device)
+    model.partner = partner_for(ckpt_path) if blend else None
+    return model
 
 
 def model_from_checkpoint(ckpt, source, device="cpu"):
@@ -137,12 +143,18 @@ def model_from_checkpoint(ckpt, source, device="cpu"):
     return model.to(device).eval()
 
 
-def write_inference_file(config, model, meta, out_path) -> Path:
+def write_inference_file(config, model, meta, out_path, half=False) -> Path:
     """Write the inference-only checkpoint of ``model`` (its current weights, which
     loaders use as they are: no EMA entry) atomically, and check that it loads with
-    ``weights_only=True`` before it replaces ``out_path``."""
+    ``weights_only=True`` before it replaces ``out_path``. ``half`` stores the
+    floating-point weights as float16 (half the size; loading copies them into the
+    model's float32 parameters)."""
+    def stored(v):
+        v = v.detach().clone()
+        return v.half() if half and v.is_floating_point() else v
+
     payload = {CONFIG_KEY: config,
-               STATE_KEY: {k: v.detach().clone() for k, v in model.state_dict().items()},
+               STATE_KEY: {k: stored(v) for k, v in model.state_dict().items()},
                META_KEY: dict(meta)}  # fmt: skip
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

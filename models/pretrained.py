@@ -25,6 +25,10 @@ PRETRAINED = {
 }
 ALIASES = {"speech": "speech-2spk-8k", "music": "music-4stem-11k"}
 DEFAULT_MODEL = "speech-2spk-8k"
+# Shipped one-shot separators that a shipped model blends its estimate with
+# (models/blend.py): model name -> (file name in pretrained/, share of the DiffSep
+# estimate). Not models of their own: they separate only as a model's partner.
+PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.4)}
 
 
 def pretrained_path(name: str) -> Path:
@@ -49,15 +53,34 @@ def resolve_model(spec: str | Path | None) -> Path:
     return path
 
 
+def partner_for(ckpt_path):
+    """The :class:`models.blend.Partner` of a shipped model's file, None for any other
+    file (a checkpoint of one's own, or a shipped model without a partner)."""
+    path = Path(ckpt_path).resolve()
+    for name, (partner, weight) in PARTNERS.items():
+        if path == pretrained_path(name).resolve():
+            from models.blend import Partner
+
+            source = pretrained_path(partner)
+            if not source.is_file():
+                raise FileNotFoundError(
+                    f"the shipped model {name!r} blends its estimate with {source}, which is "
+                    "missing (a partial clone?); pass --no-blend to use the model alone")
+            return Partner(model_from_checkpoint(read_checkpoint(source), source), weight,
+                           source)
+    return None
+
+
 def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None = None,
-           average: list | None = None) -> Path:
+           average: list | None = None, half: bool = False) -> Path:
     """Write the inference-only file of a training checkpoint (EMA weights).
 
     `sampler` overrides keys of the stored `model.sampler` (the defaults that
     `separate.py` and `evaluate.py` use), e.g. `{"N": 8, "final_step": True}`.
     `average` lists more checkpoints of the same network (e.g. fine-tuned from one
     start): the file then holds the uniform mean of all their EMA weights, a "model
-    soup" (Wortsman et al., ICML 2022), with the first checkpoint's config.
+    soup" (Wortsman et al., ICML 2022), with the first checkpoint's config. ``half``
+    stores the weights as float16.
     """
     ckpt = read_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, ckpt_path)  # before the sampler update below
@@ -74,7 +97,7 @@ def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None =
             "epoch": int(ckpt.get("epoch", -1)),
             "source_checkpoint": ", ".join(p.name for p in sources)}  # fmt: skip
     info.update(meta or {})
-    return write_inference_file(config, model, info, out_path)
+    return write_inference_file(config, model, info, out_path, half=half)
 
 
 def average_weights(model, others) -> None:
@@ -108,11 +131,13 @@ def main(argv=None) -> int:
                    help="facts about the run stored in the file (hardware, hours, ...)")
     p.add_argument("--sampler", nargs="*", default=[], metavar="KEY=VALUE",
                    help="default sampler settings of the shipped model, e.g. N=8 final_step=true")
+    p.add_argument("--half", action="store_true",
+                   help="store the weights as float16 (half the file; check the scores)")
     args = p.parse_args(argv)
     meta = dict(kv.split("=", 1) for kv in args.meta)
     sampler = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sampler)}
     first, *rest = args.checkpoint
-    out = export(first, args.output, meta, sampler, average=rest)
+    out = export(first, args.output, meta, sampler, average=rest, half=args.half)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

@@ -130,9 +130,12 @@ def test_cli_flags_reach_the_model(tmp_path, monkeypatch):
     sf.write(tmp_path / "a.wav", tones(8000, 2.0, 2), 8000)
     (tmp_path / "m.ckpt").write_bytes(b"x")
     model = FakeModel((1.0, 0.0))
-    monkeypatch.setattr(separate, "load_model", lambda path, device: model)
+    blends = []
+    monkeypatch.setattr(separate, "load_model",
+                        lambda path, device, blend: blends.append(blend) or model)
     args = [str(tmp_path / "a.wav"), str(tmp_path / "out"), "--model", str(tmp_path / "m.ckpt")]
-    args += ["-N", "7", "--snr", "0.3", "--corrector-steps", "2", "--denoise", "false"]
+    args += ["--no-blend", "-N", "7", "--snr", "0.3", "--corrector-steps", "2"]
+    args += ["--denoise", "false"]
     args += ["-s", "log", "--predictor", "euler_maruyama", "--corrector", "langevin"]
     args += ["--seed", "3"]
     args += ["--segment", "0.5", "--batch-size", "2", "-d", "cpu"]
@@ -146,6 +149,7 @@ def test_cli_flags_reach_the_model(tmp_path, monkeypatch):
         assert call["shape"][0] <= 2
     assert sum(c["shape"][0] for c in model.calls) == 2 * 5  # 2 channels x 5 segments
     assert sf.info(tmp_path / "out" / "s2" / "a.wav").channels == 2
+    assert blends == [False]
 
 
 def test_seed_makes_runs_reproducible():
@@ -167,7 +171,8 @@ def test_unreadable_file_is_reported_and_skipped(tmp_path, monkeypatch, capsys):
     (src / "broken.wav").write_bytes(b"RIFF....WAVEfmt this is not audio")
     (src / "notes.txt").write_text("ignored")
     (tmp_path / "m.ckpt").write_bytes(b"x")
-    monkeypatch.setattr(separate, "load_model", lambda path, device: FakeModel((1.0, 0.0)))
+    monkeypatch.setattr(separate, "load_model",
+                        lambda path, device, blend: FakeModel((1.0, 0.0)))
     out = tmp_path / "out"
     rc = separate.main([str(src), str(out), "--model", str(tmp_path / "m.ckpt"), "-r"])
     assert rc == 1
@@ -208,10 +213,12 @@ def test_without_model_the_shipped_model_separates(tmp_path, monkeypatch):
     (fake / f"{DEFAULT_MODEL}.ckpt").write_bytes(b"stand-in")
     monkeypatch.setattr("models.pretrained.PRETRAINED_DIR", fake)
     loaded = []
-    monkeypatch.setattr(separate, "load_model", lambda p, d: loaded.append(p) or FakeModel())
+    monkeypatch.setattr(separate, "load_model",
+                        lambda p, d, blend: loaded.append((p, blend)) or FakeModel())
     sf.write(tmp_path / "a.wav", tones(16000, 0.5, 1), 16000)
     assert separate.main([str(tmp_path / "a.wav"), str(tmp_path / "out")]) == 0
-    assert loaded == [pretrained_path(DEFAULT_MODEL)] == [fake / f"{DEFAULT_MODEL}.ckpt"]
+    assert loaded == [(pretrained_path(DEFAULT_MODEL), True)]
+    assert pretrained_path(DEFAULT_MODEL) == fake / f"{DEFAULT_MODEL}.ckpt"
     assert sf.info(tmp_path / "out" / "s1" / "a.wav").samplerate == 16000
 
 
@@ -223,7 +230,7 @@ def test_bad_options_are_refused_before_any_work(tmp_path, monkeypatch, capsys, 
     sf.write(tmp_path / "a.wav", np.zeros(100), 8000)
     (tmp_path / "m.ckpt").write_bytes(b"x")
     model = FakeModel()
-    monkeypatch.setattr(separate, "load_model", lambda path, device: model)
+    monkeypatch.setattr(separate, "load_model", lambda path, device, blend: model)
     args = [str(tmp_path / "a.wav"), str(tmp_path / "out"), "--model", str(tmp_path / "m.ckpt")]
     with pytest.raises(SystemExit) as e:
         separate.main(args + extra)

@@ -1,0 +1,137 @@
+"""Blending a shipped model with its one-shot partner (models/blend.py): the combination
+of two estimates, the partner attached by the loader, the switch that turns it off, and
+float16 storage."""
+
+import argparse
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import models.pretrained as pretrained
+from evaluation.cli import add_common_args, settings_from_args
+from models.blend import combine, fit_to_mixture
+from models.loading import load_model, write_inference_file
+from models.pretrained import export
+
+
+def _sources(b, k, n, seed):
+    return torch.randn(b, k, n, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_scaled_and_reordered_exact_sources_combine_to_the_sources(k):
+    s = _sources(2, k, 4000, seed=k)
+    mix = s.sum(1, keepdim=True)
+    gains = torch.tensor([0.2, 3.0, 7.0][:k])
+    first = s[:, list(range(k))[::-1]] * gains[None, :, None]
+    second = s[:, [(i + 1) % k for i in range(k)]] * gains.flip(0)[None, :, None] * 5
+    out = combine(first, second, mix)
+    assert torch.allclose(out, s[:, list(range(k))[::-1]], atol=1e-5)  # first's order
+    assert torch.allclose(fit_to_mixture(second, mix).sum(1, keepdim=True), mix, atol=1e-4)
+
+
+def test_the_mean_of_two_independent_errors_has_half_the_error_energy():
+    s = _sources(8, 2, 16000, seed=10)
+    mix = s.sum(1, keepdim=True)
+    first = s + 0.1 * _sources(8, 2, 16000, seed=11)
+    second = (s + 0.1 * _sources(8, 2, 16000, seed=12))[:, [1, 0]]
+    out = combine(first, second, mix, weight=0.5)
+    ratio = float((out - s).pow(2).mean()) / float((fit_to_mixture(first, mix) - s).pow(2).mean())
+    assert 0.45 < ratio < 0.55
+    assert torch.allclose(combine(first, second, mix, weight=1.0), fit_to_mixture(first, mix))
+    with pytest.raises(ValueError, match="weight must be in"):
+        combine(first, second, mix, weight=1.5)
+
+
+@pytest.fixture
+def shipped(tiny_ckpt, tmp_path, monkeypatch):
+    """A tiny 'shipped' model with a partner in a pretrained folder of its own."""
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "PARTNERS", {"speech-2spk-8k": ("speech-2spk-8k-oneshot",
+                                                                      0.3)})
+    model_path = export(tiny_ckpt, tmp_path / "speech-2spk-8k.ckpt")
+    torch.manual_seed(3)
+    other = load_model(tiny_ckpt)
+    with torch.no_grad():  # weights of their own: another network than the model's
+        for p in other.score_model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    write_inference_file(OmegaConf.to_container(other.config, resolve=True), other, {},
+                         tmp_path / "speech-2spk-8k-oneshot.ckpt", half=True)
+    return model_path
+
+
+def test_the_loader_attaches_the_partner_and_separate_blends_with_it(shipped):
+    model = load_model(shipped)
+    assert model.partner is not None and model.partner.weight == 0.3
+    alone = load_model(shipped, blend=False)
+    assert alone.partner is None
+    assert model.state_dict().keys() == alone.state_dict().keys()  # not a submodule
+    mix = _sources(2, 1, 3000, seed=4)
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    est, nfe, _ = model.separate(mix, N=2, generator=gen())
+    raw, raw_nfe, _ = model.separate(mix, N=2, generator=gen(), blend=False)
+    assert nfe == raw_nfe + 1
+    assert torch.equal(alone.separate(mix, N=2, generator=gen())[0], raw)
+    expected = combine(raw, model.partner.estimate(mix), mix, 0.3)
+    assert torch.allclose(est, expected, atol=1e-6)
+    assert not torch.allclose(est, fit_to_mixture(raw, mix), atol=1e-3)
+
+
+def test_a_checkpoint_of_ones_own_gets_no_partner(tiny_ckpt, shipped):
+    assert load_model(tiny_ckpt).partner is None
+
+
+def test_a_missing_partner_file_says_how_to_go_on(shipped):
+    (shipped.parent / "speech-2spk-8k-oneshot.ckpt").unlink()
+    with pytest.raises(FileNotFoundError, match="--no-blend"):
+        load_model(shipped)
+    assert load_model(shipped, blend=False).partner is None
+
+
+def test_float16_storage_holds_the_rounded_weights(shipped):
+    path = shipped.parent / "speech-2spk-8k-oneshot.ckpt"
+    raw = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float16 for v in raw.values() if v.is_floating_point())
+    net = load_model(shipped).partner.net
+    for name, value in net.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, raw[f"score_model.{name}"].float()), name
+
+
+def test_evaluate_and_separate_have_the_switch():
+    import separate
+
+    assert separate.build_parser().parse_args(["in.wav", "out", "--no-blend"]).no_blend
+    parser = argparse.ArgumentParser()
+    add_common_args(parser)
+    assert settings_from_args(parser.parse_args(["model.ckpt", "--no-blend"])).blend is False
+    assert settings_from_args(parser.parse_args(["model.ckpt"])).blend is True
+
+
+def test_evaluation_results_of_the_blend_and_of_the_model_alone_are_kept_apart(tmp_path):
+    from evaluation.runner import Settings
+    from evaluation.session import EvalSession
+    from models.pretrained import DEFAULT_MODEL, PARTNERS, pretrained_path
+    from tests.evaluation.toy import toy_items, write_wsj0
+
+    write_wsj0(tmp_path, toy_items(2, 2), split="tt")
+    path = str(pretrained_path(DEFAULT_MODEL))
+    sessions = [EvalSession(path, Settings(N=1, blend=blend), ["test"],
+                            output_dir=tmp_path / "out", data_root=str(tmp_path))
+                for blend in (True, False)]  # fmt: skip
+    blended, alone = sessions
+    assert blended.result_dir.name == alone.result_dir.name + "_blend"
+    partner_file, weight = PARTNERS[DEFAULT_MODEL]
+    assert blended.source_id()["partner"]["path"] == str(pretrained_path(partner_file))
+    assert blended.source_id()["partner"]["weight"] == weight
+    assert "partner" not in alone.source_id() and alone.separator.partner is None
+
+
+def test_silence_and_a_silent_source_give_finite_blends():
+    zeros = torch.zeros(2, 2, 1000)
+    assert torch.equal(combine(zeros, zeros, torch.zeros(2, 1, 1000)), zeros)
+    first = _sources(1, 2, 1000, seed=20)
+    first[:, 1] = 0.0  # one output silent: its least-squares coefficient is undetermined
+    out = combine(first, _sources(1, 2, 1000, seed=21), first.sum(1, keepdim=True))
+    assert torch.isfinite(out).all()
