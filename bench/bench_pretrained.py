@@ -2,7 +2,8 @@
 
     python bench/bench_pretrained.py [--model speech-2spk-8k] [--steps 2 4 8 16 30]
         [--n-items 50] [--voices data/voices] [--synth data/synth/wsj0_mix]
-        [--baseline DISC.pt] [--split tt|cv] [--threads 2] [--out results.json]
+        [--baseline DISC.pt] [--blend-weights W ...] [--split tt|cv] [--threads 2]
+        [--out results.json]
 
 For each test split present (the recorded-voice corpus's tt split, whose speakers the
 model never heard, and the generated corpus's tt split), the first `--n-items` 8-kHz
