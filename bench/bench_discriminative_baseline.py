@@ -119,8 +119,9 @@ def resume_run(path, model, opt):
     except RuntimeError as e:
         raise SystemExit(f"--resume {path}: its network does not match the experiment's (give "
                          f"the --experiment and overrides it was trained with)\n{e}") from None
-    meta = ckpt.get(META_KEY, {})
-    step, minutes = int(meta.get("steps", 0)), float(meta.get("minutes", 0.0))
+    meta = ckpt.get(META_KEY, {})  # a shipped partner's meta gives hours, not minutes
+    step = int(meta.get("steps", 0))
+    minutes = float(meta.get("minutes", 60.0 * float(meta.get("hours", 0.0))))
     curve = []
     state_file = state_path(path)
     if state_file.is_file():

@@ -121,3 +121,18 @@ def test_a_state_of_another_step_or_none_restarts_adam_and_says_so(tmp_path, cap
     assert "no training state beside" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no such file"):
         bench.resume_run(tmp_path / "missing.pt", fresh, fresh_opt)
+
+
+def test_a_shipped_float16_partner_resumes_with_its_steps_and_hours(tmp_path):
+    from models.pretrained import export
+
+    bench = _bench()
+    model, cfg = _trained_model(9)
+    bench.save_one_shot(tmp_path / "run.pt", model, cfg, {"steps": 11})
+    shipped = export(tmp_path / "run.pt", tmp_path / "partner.ckpt",
+                     {"steps": "11", "hours": "0.5"}, half=True)  # as --meta writes them
+    fresh, _ = _trained_model(10)
+    fresh_opt = fresh.optimizer_factory(params=fresh.score_model.parameters())
+    assert bench.resume_run(shipped, fresh, fresh_opt)[:2] == (11, 30.0)
+    for name, value in model.score_model.state_dict().items():
+        assert torch.equal(fresh.score_model.state_dict()[name], value.half().float()), name
