@@ -134,9 +134,11 @@ class Settings:
                 "zero_mean": True, "permutation": "none" if keeps_order else "si_sir"}
 
     def fingerprint(self):
-        """The settings that change records (not limit, save_n or tag)."""
+        """The settings that change records (not limit, save_n or tag; nor blend: a
+        blend's partner is part of the session's source id, so records of checkpoints
+        that have none keep their fingerprint whatever the flag)."""
         d = asdict(self)
-        for k in ("save_n", "limit", "tag"):
+        for k in ("save_n", "limit", "tag", "blend"):
             d.pop(k)
         return d
 

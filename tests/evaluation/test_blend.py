@@ -126,6 +126,9 @@ def test_evaluation_results_of_the_blend_and_of_the_model_alone_are_kept_apart(t
     assert blended.source_id()["partner"]["path"] == str(pretrained_path(partner_file))
     assert blended.source_id()["partner"]["weight"] == weight
     assert "partner" not in alone.source_id() and alone.separator.partner is None
+    # the flag itself is no setting of the records: folders written before it still resume
+    assert Settings(N=1, blend=False).fingerprint() == Settings(N=1).fingerprint()
+    assert "blend" not in Settings(N=1).fingerprint()
 
 
 def test_silence_and_a_silent_source_give_finite_blends():
