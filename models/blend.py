@@ -12,11 +12,10 @@ with ``blend=False``.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
+from metrics.separation import best_permutation
 from models.diffsep import denormalize, normalize
 
 
@@ -56,10 +55,7 @@ def combine(first: Tensor, second: Tensor, mix: Tensor, weight: float = 0.5) -> 
     a = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     b = second / second.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     corr = torch.einsum("bkl,bjl->bkj", a, b)  # corr[:, k, j]: first's k against second's j
-    k = first.shape[1]
-    perms = torch.tensor(list(itertools.permutations(range(k))), device=first.device)
-    score = corr[:, torch.arange(k, device=first.device), perms].sum(-1)  # (B, K!)
-    order = perms[score.argmax(dim=1)]  # (B, K)
+    order = best_permutation(corr).to(second.device)  # (B, K): second's source for each k
     second = torch.gather(second, 1, order[..., None].expand_as(second))
     return weight * first + (1 - weight) * second
 
