@@ -2,7 +2,7 @@
 
     python bench/bench_discriminative_baseline.py [--minutes 20] [--threads 1]
         [--val-every 150] [--loss si-sdr|mse|mse-power] [--save FILE [--save-every 10]]
-        [--resume FILE] [-- extra Hydra overrides of demo]
+        [--resume FILE] [--anneal MIN [--anneal-floor 0.02]] [-- extra Hydra overrides]
 
 A yardstick for the learning run of ``bench/bench_train_demo.py``: the network,
 data, crops, batch size, optimiser and gradient clipping of ``experiment=demo``,
@@ -23,11 +23,15 @@ the end (atomically), with its training state (Adam's moments, steps, minutes, c
 beside it in ``FILE.state.pt``; ``--resume FILE`` continues such a run for another
 ``--minutes`` with the same experiment and overrides, counting steps and minutes from
 where it stopped (a file without its state continues with a fresh optimiser).
+The learning rate is the experiment's, constant; ``--anneal MIN`` lowers it along a
+half cosine to ``--anneal-floor`` times itself over the last MIN minutes of the sitting
+(a later sitting starts again from the experiment's rate).
 """
 
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -97,7 +101,7 @@ def save_run(path, model, cfg, opt, step, minutes, curve, threads):
     torch.save(state, tmp)
     tmp.replace(target)
     save_one_shot(path, model, cfg, {"steps": step, "minutes": round(minutes, 1),
-                                     "threads": threads})
+                                     "threads": threads, "lr": opt.param_groups[0]["lr"]})
 
 
 def resume_run(path, model, opt):
@@ -128,6 +132,8 @@ def resume_run(path, model, opt):
         state = torch.load(state_file, map_location="cpu", weights_only=True)
         if int(state["step"]) == step:
             opt.load_state_dict(state["optimizer"])
+            for group in opt.param_groups:  # an annealed sitting saved its last, low rate
+                group["lr"] = opt.defaults["lr"]
             curve = list(state["curve"])
         else:
             print(f"warning: {state_file} is of step {state['step']}, the separator of step "
@@ -154,6 +160,16 @@ def power_mse_loss(est, tgt):
     """Mean squared error against the sources sorted loudest first (no PIT)."""
     order = tgt.pow(2).mean(-1).argsort(dim=1, descending=True)
     return (est - torch.gather(tgt, 1, order[..., None].expand_as(tgt))).pow(2).mean()
+
+
+def lr_factor(elapsed_s, budget_s, anneal_s, floor):
+    """The learning rate's multiplier ``elapsed_s`` into a sitting of ``budget_s``: 1,
+    then over the last ``anneal_s`` a half cosine from 1 down to ``floor``."""
+    start = budget_s - anneal_s
+    if anneal_s <= 0 or elapsed_s <= start:
+        return 1.0
+    frac = min(1.0, (elapsed_s - start) / anneal_s)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 LOSSES = {"si-sdr": pit_loss, "mse": pit_mse_loss, "mse-power": power_mse_loss}
@@ -185,10 +201,19 @@ def main(argv=None):
                     help="with --save: also write it (and its training state) this often")
     ap.add_argument("--resume", type=Path, default=None,
                     help="continue the run saved in this file (same experiment, overrides)")
+    ap.add_argument("--anneal", type=float, default=0.0, metavar="MIN",
+                    help="lower the learning rate along a half cosine over the last MIN "
+                         "minutes of this sitting (default 0: constant)")
+    ap.add_argument("--anneal-floor", type=float, default=0.02, metavar="F",
+                    help="with --anneal: the rate at the end, as a fraction of the start")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides of the demo config")
     args = ap.parse_args(argv)
     if args.save_every <= 0:
         ap.error("--save-every must be positive")
+    if not 0 <= args.anneal <= args.minutes:
+        ap.error(f"--anneal {args.anneal:g} must be between 0 and --minutes {args.minutes:g}")
+    if not 0 < args.anneal_floor <= 1:
+        ap.error(f"--anneal-floor {args.anneal_floor:g} must be in (0, 1]")
     if args.resume and not args.save:
         ap.error("--resume needs --save: where the continued run goes (it may be the same file)")
     if args.threads:
@@ -201,6 +226,7 @@ def main(argv=None):
     model = instantiate(cfg.model)
     net, sde = model.score_model, model.sde
     opt = model.optimizer_factory(params=net.parameters())
+    base_lr = opt.defaults["lr"]
     clip = float(cfg.trainer.get("gradient_clip_val") or 0.0)
     val = []
     for i, batch in enumerate(dm.val_dataloader()):
@@ -219,12 +245,16 @@ def main(argv=None):
     threads = torch.get_num_threads()
     print(f"training {sum(p.numel() for p in net.parameters())} parameters for "
           f"{args.minutes:g} min; validation on {sum(m.shape[0] for m, _ in val)} excerpts")
-    print(f"{'step':>6} {'minutes':>8} {'train loss':>11} {'val SI-SDRi dB':>15}")
+    print(f"{'step':>6} {'minutes':>8} {'train loss':>11} {'val SI-SDRi dB':>15} {'lr':>9}")
     running = []
     while time.time() - t0 < budget:
         for mix, tgt, *_ in dm.train_dataloader():
             if time.time() - t0 >= budget:
                 break
+            lr = base_lr * lr_factor(time.time() - t0, budget, 60.0 * args.anneal,
+                                     args.anneal_floor)
+            for group in opt.param_groups:
+                group["lr"] = lr
             mix_n, tgt_n, _ = normalize(mix, tgt)
             loss = LOSSES[args.loss](one_shot(net, sde, mix_n), tgt_n)
             opt.zero_grad()
@@ -239,11 +269,11 @@ def main(argv=None):
                 sdri = validate(net, sde, val)
                 net.train()
                 row = dict(step=step, minutes=round(before + (time.time() - t0) / 60, 2),
-                           train_loss=sum(running) / len(running), si_sdri=sdri)
+                           train_loss=sum(running) / len(running), si_sdri=sdri, lr=lr)
                 running = []
                 curve.append(row)
                 print(f"{row['step']:>6} {row['minutes']:>8.2f} {row['train_loss']:>11.3f} "
-                      f"{row['si_sdri']:>15.2f}", flush=True)
+                      f"{row['si_sdri']:>15.2f} {lr:>9.2e}", flush=True)
             if args.save and time.time() - last_save >= 60.0 * args.save_every:
                 save_run(args.save, model, cfg, opt, step,
                          before + (time.time() - t0) / 60, curve, threads)

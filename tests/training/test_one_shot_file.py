@@ -136,3 +136,46 @@ def test_a_shipped_float16_partner_resumes_with_its_steps_and_hours(tmp_path):
     assert bench.resume_run(shipped, fresh, fresh_opt)[:2] == (11, 30.0)
     for name, value in model.score_model.state_dict().items():
         assert torch.equal(fresh.score_model.state_dict()[name], value.half().float()), name
+
+
+def test_the_anneal_is_a_half_cosine_over_the_last_minutes():
+    bench = _bench()
+    budget, anneal, floor = 600.0, 200.0, 0.02
+    assert bench.lr_factor(0.0, budget, anneal, floor) == 1.0
+    assert bench.lr_factor(400.0, budget, anneal, floor) == 1.0  # where it begins
+    assert abs(bench.lr_factor(500.0, budget, anneal, floor) - (1 + floor) / 2) < 1e-12
+    # cos(pi / 4) a quarter of the way in
+    expected = floor + (1 - floor) * (1 + 2 ** -0.5) / 2
+    assert abs(bench.lr_factor(450.0, budget, anneal, floor) - expected) < 1e-12
+    assert bench.lr_factor(600.0, budget, anneal, floor) == floor
+    assert bench.lr_factor(900.0, budget, anneal, floor) == floor  # the last batch runs over
+    grid = [bench.lr_factor(t, budget, anneal, floor) for t in range(0, 601, 5)]
+    assert all(a >= b for a, b in zip(grid, grid[1:]))
+    assert bench.lr_factor(599.0, budget, 0.0, floor) == 1.0  # no anneal: constant
+
+
+def test_a_sitting_after_an_annealed_one_starts_at_the_experiments_rate(tmp_path):
+    bench = _bench()
+    model, cfg = _trained_model(11)
+    opt = _adam_steps(model, 2, seed=12)
+    base = opt.defaults["lr"]
+    for group in opt.param_groups:
+        group["lr"] = 0.02 * base
+    path = tmp_path / "run.pt"
+    bench.save_run(path, model, cfg, opt, 2, 3.0, [], threads=1)
+    assert torch.load(path, weights_only=True)["pretrained"]["lr"] == 0.02 * base
+    fresh, _ = _trained_model(13)
+    fresh_opt = fresh.optimizer_factory(params=fresh.score_model.parameters())
+    bench.resume_run(path, fresh, fresh_opt)
+    assert fresh_opt.state_dict()["state"]  # the moments came back, the low rate did not
+    assert [g["lr"] for g in fresh_opt.param_groups] == [base] * len(fresh_opt.param_groups)
+
+
+def test_an_anneal_longer_than_the_sitting_is_refused(capsys):
+    bench = _bench()
+    with pytest.raises(SystemExit):
+        bench.main(["--minutes", "5", "--anneal", "6"])
+    assert "--anneal 6 must be between 0 and --minutes 5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--minutes", "5", "--anneal", "2", "--anneal-floor", "0"])
+    assert "--anneal-floor 0 must be in (0, 1]" in capsys.readouterr().err
