@@ -28,7 +28,7 @@ DEFAULT_MODEL = "speech-2spk-8k"
 # Shipped one-shot separators that a shipped model blends its estimate with
 # (models/blend.py): model name -> (file name in pretrained/, share of the DiffSep
 # estimate). Not models of their own: they separate only as a model's partner.
-PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.4)}
+PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.2)}
 
 
 def pretrained_path(name: str) -> Path:
