@@ -8,7 +8,8 @@ shipped four-stem music model (``pretrained/music-4stem-11k.ckpt``, see
 docs/model-card-music-4stem-11k.md). The shipped speech model's output is a weighted mean
 of its diffusion estimate and that of a one-shot separator shipped beside it
 (``pretrained/speech-2spk-8k-oneshot.ckpt``); ``--no-blend`` keeps the diffusion
-estimate alone. INPUT is an audio file
+estimate alone, ``--one-shot`` the one-shot separator's alone (one network evaluation
+instead of 17: about ten times faster, a little less accurate). INPUT is an audio file
 (wav/flac/ogg) or a folder of them. Each input gives one file per source, named by
 ``--filename``. The default follows the model: labelled stems (a
 music model trained with the fixed stem order) go to ``{track}/{source}.wav``, e.g.
@@ -46,11 +47,22 @@ from models.pretrained import ALIASES, DEFAULT_MODEL, PRETRAINED, resolve_model
 from sdes.sampling import CORRECTORS, PREDICTORS, SCHEDULES
 
 
-def load_model(path, device, blend=True):
-    """Load a checkpoint; imported late so that ``--help`` stays fast."""
+def load_model(path, device, blend=True, one_shot=False):
+    """Load a checkpoint, or with ``one_shot`` its one-shot separator; imported late so
+    that ``--help`` stays fast."""
+    if one_shot:
+        from models.pretrained import one_shot_for
+
+        return one_shot_for(path, device)
     from models.loading import load_model as load
 
     return load(path, device, blend=blend)
+
+
+# each sampler option's command-line flag, for errors
+SAMPLER_FLAGS = {"N": "-N", "snr": "--snr", "corrector_steps": "--corrector-steps",
+                 "denoise": "--denoise", "final_step": "--final-step", "schedule": "--schedule",
+                 "predictor": "--predictor", "corrector": "--corrector"}
 
 
 def _terminate(signum, frame):
@@ -75,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-blend", action="store_true",
         help="a shipped model alone: without the one-shot separator whose estimate it is "
         "blended with by default (docs/separation.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--one-shot", action="store_true",
+        help="a shipped model's one-shot separator alone: one network evaluation, no "
+        "sampler; about ten times faster, a little less accurate (docs/separation.md)",
     )  # fmt: skip
     p.add_argument("-r", "--recursive", action="store_true", help="search sub-folders")
     p.add_argument(
@@ -134,14 +151,24 @@ def main(argv=None) -> int:
     sampler = {k: getattr(args, k)
                for k in ("N", "snr", "corrector_steps", "denoise", "final_step")}
     sampler.update(schedule=args.schedule, predictor=args.predictor, corrector=args.corrector)
+    if args.one_shot:
+        if args.no_blend:
+            parser.error("--one-shot and --no-blend exclude each other: --one-shot uses the "
+                         "one-shot separator alone, --no-blend the diffusion model alone")
+        given = [k for k, v in sampler.items() if v is not None]
+        if given:
+            flags = ", ".join(SAMPLER_FLAGS[k] for k in given)
+            parser.error(f"--one-shot runs no sampler: {flags} would do nothing; leave "
+                         "them out, or drop --one-shot")
+        sampler = {}
     try:
         separator = Separator(
-            load_model(model_path, device, blend=not args.no_blend),
+            load_model(model_path, device, blend=not args.no_blend, one_shot=args.one_shot),
             segment=args.segment, overlap=args.overlap, batch_size=args.batch_size,
             mono=args.mono, rematch=args.rematch, rescale=args.rescale, seed=args.seed,
             device=device, progress=True, **sampler,
         )  # fmt: skip
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
         separator.output_paths(args.output, "track", args.filename, "wav")

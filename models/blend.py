@@ -84,3 +84,27 @@ class Partner:
     def blend(self, est: Tensor, mix: Tensor) -> Tensor:
         """The DiffSep estimate ``est`` blended with this separator's estimate of ``mix``."""
         return combine(est, self.estimate(mix), mix, self.weight)
+
+
+class OneShot:
+    """A one-shot separator used on its own, in the place of a DiffSep model: it has
+    what :class:`evaluation.separator.Separator` asks of a model (``fs``, ``n_sources``,
+    ``source_names``, ``parameters()``, ``separate()``). One network evaluation per
+    excerpt, no sampler, so no sampler options and no randomness.
+    """
+
+    def __init__(self, model, path=None):
+        self.model = model.eval()
+        self.fs, self.n_sources = int(model.fs), int(model.n_sources)
+        self.source_names = list(model.source_names)
+        self.labelled_sources = bool(getattr(model, "labelled_sources", False))
+        self.path = path  # the file it was loaded from
+
+    def parameters(self):
+        return self.model.score_model.parameters()
+
+    @torch.no_grad()
+    def separate(self, mix: Tensor, generator=None) -> tuple[Tensor, int, None]:
+        """``mix (B, 1, L)`` -> ``(est (B, K, L), 1, None)``, as ``DiffSepModel.separate``
+        (``generator`` is accepted and unused: nothing is drawn)."""
+        return estimate(self.model.score_model, self.model.sde, mix), 1, None

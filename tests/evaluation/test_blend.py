@@ -1,9 +1,10 @@
 """Blending a shipped model with its one-shot partner (models/blend.py): the combination
-of two estimates, the partner attached by the loader, the switch that turns it off, and
-float16 storage."""
+of two estimates, the partner attached by the loader, the switch that turns it off,
+float16 storage, and the partner used alone (separate.py --one-shot)."""
 
 import argparse
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -12,7 +13,7 @@ import models.pretrained as pretrained
 from evaluation.cli import add_common_args, settings_from_args
 from models.blend import combine, fit_to_mixture
 from models.loading import load_model, write_inference_file
-from models.pretrained import export
+from models.pretrained import export, one_shot_for
 
 
 def _sources(b, k, n, seed):
@@ -138,3 +139,54 @@ def test_silence_and_a_silent_source_give_finite_blends():
     first[:, 1] = 0.0  # one output silent: its least-squares coefficient is undetermined
     out = combine(first, _sources(1, 2, 1000, seed=21), first.sum(1, keepdim=True))
     assert torch.isfinite(out).all()
+
+
+def test_the_one_shot_separator_alone_is_the_partner_and_scale_equivariant(shipped):
+    one = one_shot_for(shipped)
+    partner = load_model(shipped).partner
+    assert (one.fs, one.n_sources, one.source_names) == (8000, 2, ["s1", "s2"])
+    mix = _sources(2, 1, 3000, seed=6)
+    est, nfe, states = one.separate(mix, generator=torch.Generator().manual_seed(1))
+    assert nfe == 1 and states is None and est.shape == (2, 2, 3000)
+    assert torch.equal(est, partner.estimate(mix))
+    # the mixture is normalised before the network: 3 x the input gives 3 x the sources
+    assert torch.allclose(one.separate(3.0 * mix)[0], 3.0 * est, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no one-shot separator"):
+        one_shot_for(shipped.parent / "missing.ckpt")
+
+
+def test_separate_one_shot_writes_the_one_shot_separators_stems(shipped, tmp_path):
+    import soundfile as sf
+
+    import separate
+    from evaluation.separator import Separator
+
+    mix = 0.3 * _sources(1, 1, 12000, seed=7)[0, 0].numpy()
+    sf.write(tmp_path / "a.wav", mix, 8000)
+    args = [str(tmp_path / "a.wav"), "-d", "cpu"]
+    assert separate.main([args[0], str(tmp_path / "fast"), *args[1:], "--one-shot"]) == 0
+    assert separate.main([args[0], str(tmp_path / "blend"), *args[1:], "-N", "2"]) == 0
+    Separator(one_shot_for(shipped), device="cpu").separate_file(tmp_path / "a.wav",
+                                                                 tmp_path / "direct")
+    for name in ("s1", "s2"):
+        fast, fs = sf.read(tmp_path / "fast" / name / "a.wav")
+        assert fs == 8000 and fast.shape == mix.shape and np.isfinite(fast).all()
+        assert np.array_equal(fast, sf.read(tmp_path / "direct" / name / "a.wav")[0])
+        assert not np.allclose(fast, sf.read(tmp_path / "blend" / name / "a.wav")[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["-N", "4", "--final-step", "true"], "-N, --final-step would do nothing"),
+    (["--no-blend"], "exclude each other"),
+    (["--model", "OWN"], "has no one-shot separator"),
+])
+def test_separate_one_shot_refuses_what_it_cannot_do(shipped, tiny_ckpt, tmp_path, capsys,
+                                                     extra, message):
+    import separate
+
+    (tmp_path / "a.wav").write_bytes(b"")  # never read: refused before any work
+    extra = [str(tiny_ckpt) if a == "OWN" else a for a in extra]
+    with pytest.raises(SystemExit) as e:
+        separate.main([str(tmp_path / "a.wav"), str(tmp_path / "out"), "--one-shot", *extra])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -132,7 +132,7 @@ def test_cli_flags_reach_the_model(tmp_path, monkeypatch):
     model = FakeModel((1.0, 0.0))
     blends = []
     monkeypatch.setattr(separate, "load_model",
-                        lambda path, device, blend: blends.append(blend) or model)
+                        lambda path, device, blend, one_shot: blends.append(blend) or model)
     args = [str(tmp_path / "a.wav"), str(tmp_path / "out"), "--model", str(tmp_path / "m.ckpt")]
     args += ["--no-blend", "-N", "7", "--snr", "0.3", "--corrector-steps", "2"]
     args += ["--denoise", "false"]
@@ -172,7 +172,7 @@ def test_unreadable_file_is_reported_and_skipped(tmp_path, monkeypatch, capsys):
     (src / "notes.txt").write_text("ignored")
     (tmp_path / "m.ckpt").write_bytes(b"x")
     monkeypatch.setattr(separate, "load_model",
-                        lambda path, device, blend: FakeModel((1.0, 0.0)))
+                        lambda path, device, blend, one_shot: FakeModel((1.0, 0.0)))
     out = tmp_path / "out"
     rc = separate.main([str(src), str(out), "--model", str(tmp_path / "m.ckpt"), "-r"])
     assert rc == 1
@@ -214,7 +214,7 @@ def test_without_model_the_shipped_model_separates(tmp_path, monkeypatch):
     monkeypatch.setattr("models.pretrained.PRETRAINED_DIR", fake)
     loaded = []
     monkeypatch.setattr(separate, "load_model",
-                        lambda p, d, blend: loaded.append((p, blend)) or FakeModel())
+                        lambda p, d, blend, one_shot: loaded.append((p, blend)) or FakeModel())
     sf.write(tmp_path / "a.wav", tones(16000, 0.5, 1), 16000)
     assert separate.main([str(tmp_path / "a.wav"), str(tmp_path / "out")]) == 0
     assert loaded == [(pretrained_path(DEFAULT_MODEL), True)]
@@ -230,7 +230,7 @@ def test_bad_options_are_refused_before_any_work(tmp_path, monkeypatch, capsys, 
     sf.write(tmp_path / "a.wav", np.zeros(100), 8000)
     (tmp_path / "m.ckpt").write_bytes(b"x")
     model = FakeModel()
-    monkeypatch.setattr(separate, "load_model", lambda path, device, blend: model)
+    monkeypatch.setattr(separate, "load_model", lambda path, device, blend, one_shot: model)
     args = [str(tmp_path / "a.wav"), str(tmp_path / "out"), "--model", str(tmp_path / "m.ckpt")]
     with pytest.raises(SystemExit) as e:
         separate.main(args + extra)

@@ -23,7 +23,7 @@ def fake(monkeypatch, tmp_path):
     """separate.main with a stand-in model; returns (model, ckpt args)."""
     model = FakeModel((0.5, 0.5))
     (tmp_path / "m.ckpt").write_bytes(b"x")
-    monkeypatch.setattr(separate, "load_model", lambda path, device, blend: model)
+    monkeypatch.setattr(separate, "load_model", lambda path, device, blend, one_shot: model)
     return model, ["--model", str(tmp_path / "m.ckpt"), "-d", "cpu"]
 
 
