@@ -37,24 +37,11 @@ from datasets.audio import DatasetError
 from datasets.wsj0_mix import WSJ0Mix
 from evaluation.runner import Settings, evaluate_item
 from metrics.separation import score_item
-from models.blend import Partner, combine
+from models.blend import OneShot, Partner, combine
 from models.loading import load_model, model_from_checkpoint, read_checkpoint
 from models.pretrained import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class OneShot:
-    """A one-shot separator (:class:`models.blend.Partner`) on its own: one network
-    evaluation."""
-
-    def __init__(self, partner):
-        self.partner = partner
-        self.fs, self.n_sources = partner.fs, partner.n_sources
-        self.source_names = [f"s{k + 1}" for k in range(self.n_sources)]
-
-    def separate(self, mix, intermediate=False, generator=None, **_sampler):
-        return self.partner.estimate(mix), 1, None
 
 
 class Blends:

@@ -87,24 +87,24 @@ class Partner:
 
 
 class OneShot:
-    """A one-shot separator used on its own, in the place of a DiffSep model: it has
-    what :class:`evaluation.separator.Separator` asks of a model (``fs``, ``n_sources``,
+    """A one-shot separator (a :class:`Partner`) used on its own in the place of a DiffSep
+    model: it has what :class:`evaluation.separator.Separator` and
+    :func:`evaluation.runner.evaluate_item` ask of one (``fs``, ``n_sources``,
     ``source_names``, ``parameters()``, ``separate()``). One network evaluation per
-    excerpt, no sampler, so no sampler options and no randomness.
+    excerpt and nothing drawn at random.
     """
 
-    def __init__(self, model, path=None):
-        self.model = model.eval()
-        self.fs, self.n_sources = int(model.fs), int(model.n_sources)
-        self.source_names = list(model.source_names)
-        self.labelled_sources = bool(getattr(model, "labelled_sources", False))
-        self.path = path  # the file it was loaded from
+    def __init__(self, partner: Partner):
+        self.partner, self.path = partner, partner.path
+        self.fs, self.n_sources = partner.fs, partner.n_sources
+        self.source_names = [f"s{k + 1}" for k in range(self.n_sources)]
 
     def parameters(self):
-        return self.model.score_model.parameters()
+        return self.partner.net.parameters()
 
-    @torch.no_grad()
-    def separate(self, mix: Tensor, generator=None) -> tuple[Tensor, int, None]:
-        """``mix (B, 1, L)`` -> ``(est (B, K, L), 1, None)``, as ``DiffSepModel.separate``
-        (``generator`` is accepted and unused: nothing is drawn)."""
-        return estimate(self.model.score_model, self.model.sde, mix), 1, None
+    def separate(self, mix: Tensor, intermediate=False, generator=None,
+                 **sampler) -> tuple[Tensor, int, None]:
+        """``mix (B, 1, L)`` -> ``(est (B, K, L), 1, None)``, as ``DiffSepModel.separate``.
+        There is no sampler: ``generator`` and sampler options are accepted for the
+        common interface and change nothing (``separate.py --one-shot`` refuses them)."""
+        return self.partner.estimate(mix), 1, None

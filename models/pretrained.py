@@ -90,10 +90,11 @@ def one_shot_for(ckpt_path, device="cpu"):
         names = ", ".join(PARTNERS)
         raise ValueError(f"{ckpt_path} has no one-shot separator: --one-shot works with the "
                          f"shipped models that have one ({names})")
-    from models.blend import OneShot
+    from models.blend import OneShot, Partner
 
-    source, _ = found
-    return OneShot(model_from_checkpoint(read_checkpoint(source), source, device), source)
+    source, weight = found
+    model = model_from_checkpoint(read_checkpoint(source), source, device)
+    return OneShot(Partner(model, weight, source))
 
 
 def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None = None,
