@@ -53,7 +53,7 @@ def load_model(path, device, blend=True, one_shot=False):
     if one_shot:
         from models.pretrained import one_shot_for
 
-        return one_shot_for(path, device)
+        return one_shot_for(path)  # it follows the device of its input
     from models.loading import load_model as load
 
     return load(path, device, blend=blend)

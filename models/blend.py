@@ -95,7 +95,7 @@ class OneShot:
     """
 
     def __init__(self, partner: Partner):
-        self.partner, self.path = partner, partner.path
+        self.partner = partner
         self.fs, self.n_sources = partner.fs, partner.n_sources
         self.source_names = [f"s{k + 1}" for k in range(self.n_sources)]
 

@@ -53,48 +53,36 @@ def resolve_model(spec: str | Path | None) -> Path:
     return path
 
 
-def partner_file(ckpt_path):
-    """``(path, weight)`` of the one-shot separator that a shipped model's file is blended
-    with, None for any other file (a checkpoint of one's own, or a shipped model without a
-    partner). Raises FileNotFoundError when the partner's file is missing."""
+def partner_for(ckpt_path):
+    """The :class:`models.blend.Partner` of a shipped model's file, None for any other
+    file (a checkpoint of one's own, or a shipped model without a partner)."""
     path = Path(ckpt_path).resolve()
     for name, (partner, weight) in PARTNERS.items():
         if path == pretrained_path(name).resolve():
+            from models.blend import Partner
+
             source = pretrained_path(partner)
             if not source.is_file():
                 raise FileNotFoundError(
                     f"the shipped model {name!r} blends its estimate with {source}, which is "
                     "missing (a partial clone?); pass --no-blend to use the model alone")
-            return source, weight
+            return Partner(model_from_checkpoint(read_checkpoint(source), source), weight,
+                           source)
     return None
 
 
-def partner_for(ckpt_path):
-    """The :class:`models.blend.Partner` of a shipped model's file, None for any other
-    file (a checkpoint of one's own, or a shipped model without a partner)."""
-    found = partner_file(ckpt_path)
-    if found is None:
-        return None
-    from models.blend import Partner
-
-    source, weight = found
-    return Partner(model_from_checkpoint(read_checkpoint(source), source), weight, source)
-
-
-def one_shot_for(ckpt_path, device="cpu"):
+def one_shot_for(ckpt_path):
     """The one-shot separator of a shipped model's file on its own
-    (:class:`models.blend.OneShot`, ``separate.py --one-shot``). Raises ValueError for a
-    file that has none."""
-    found = partner_file(ckpt_path)
-    if found is None:
+    (:class:`models.blend.OneShot`, ``separate.py --one-shot``; it runs on the device of
+    the mixtures it is given). Raises ValueError for a file that has none."""
+    partner = partner_for(ckpt_path)
+    if partner is None:
         names = ", ".join(PARTNERS)
         raise ValueError(f"{ckpt_path} has no one-shot separator: --one-shot works with the "
                          f"shipped models that have one ({names})")
-    from models.blend import OneShot, Partner
+    from models.blend import OneShot
 
-    source, weight = found
-    model = model_from_checkpoint(read_checkpoint(source), source, device)
-    return OneShot(Partner(model, weight, source))
+    return OneShot(partner)
 
 
 def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None = None,
