@@ -14,6 +14,7 @@ from tqdm import tqdm
 from evaluation.cli import (
     add_common_args,
     check_baseline_args,
+    check_one_shot_args,
     default_device,
     session_kwargs,
     settings_from_args,
@@ -34,6 +35,7 @@ def parse_args(argv=None):
                         help="Number of data-loading worker processes")
     args = parser.parse_args(argv)
     check_baseline_args(parser, args)
+    check_one_shot_args(parser, args)
     if not (args.val or args.test):
         parser.error("choose at least one of --val and --test")
     return args

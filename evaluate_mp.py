@@ -8,7 +8,13 @@ finished utterance is stored at once, so a killed run resumes when restarted.
 import argparse
 import sys
 
-from evaluation.cli import add_common_args, check_baseline_args, session_kwargs, settings_from_args
+from evaluation.cli import (
+    add_common_args,
+    check_baseline_args,
+    check_one_shot_args,
+    session_kwargs,
+    settings_from_args,
+)
 from evaluation.inputs import EvaluationInputError
 from evaluation.parallel import run_workers, worker_devices
 from evaluation.results import StoreMismatchError, format_summary
@@ -26,6 +32,7 @@ def parse_args(argv=None):
                         help="Worker processes (default: one per GPU, else 2 on CPU)")
     args = parser.parse_args(argv)
     check_baseline_args(parser, args)
+    check_one_shot_args(parser, args)
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
     return args

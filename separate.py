@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evaluation.cli import str2bool
+from evaluation.cli import SAMPLER_FLAGS, check_one_shot_args, str2bool
 from evaluation.separator import (
     AUDIO_EXTENSIONS,
     DEFAULT_TEMPLATE,
@@ -57,12 +57,6 @@ def load_model(path, device, blend=True, one_shot=False):
     from models.loading import load_model as load
 
     return load(path, device, blend=blend)
-
-
-# each sampler option's command-line flag, for errors
-SAMPLER_FLAGS = {"N": "-N", "snr": "--snr", "corrector_steps": "--corrector-steps",
-                 "denoise": "--denoise", "final_step": "--final-step", "schedule": "--schedule",
-                 "predictor": "--predictor", "corrector": "--corrector"}
 
 
 def _terminate(signum, frame):
@@ -134,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_one_shot_args(parser, args)
     try:
         model_path = resolve_model(args.model)
     except FileNotFoundError as e:
@@ -148,19 +143,8 @@ def main(argv=None) -> int:
     if not inputs:
         parser.error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {args.input}")
     device = args.device or default_device()
-    sampler = {k: getattr(args, k)
-               for k in ("N", "snr", "corrector_steps", "denoise", "final_step")}
-    sampler.update(schedule=args.schedule, predictor=args.predictor, corrector=args.corrector)
-    if args.one_shot:
-        if args.no_blend:
-            parser.error("--one-shot and --no-blend exclude each other: --one-shot uses the "
-                         "one-shot separator alone, --no-blend the diffusion model alone")
-        given = [k for k, v in sampler.items() if v is not None]
-        if given:
-            flags = ", ".join(SAMPLER_FLAGS[k] for k in given)
-            parser.error(f"--one-shot runs no sampler: {flags} would do nothing; leave "
-                         "them out, or drop --one-shot")
-        sampler = {}
+    # the sampler options given (None: the model's own); --one-shot runs no sampler
+    sampler = {} if args.one_shot else {k: getattr(args, k) for k in SAMPLER_FLAGS}
     try:
         separator = Separator(
             load_model(model_path, device, blend=not args.no_blend, one_shot=args.one_shot),

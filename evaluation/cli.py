@@ -5,6 +5,12 @@ import argparse
 from evaluation.runner import METRIC_SETS, MUSIC_SEGMENT_S, NO_PROC, PERMUTATIONS, Settings
 from evaluation.separator import default_device  # noqa: F401  (the scripts' device default)
 
+# each sampler option's command-line flag (evaluate.py, evaluate_mp.py and separate.py; the
+# last also has --predictor and --corrector), for the errors of --one-shot
+SAMPLER_FLAGS = {"N": "-N", "snr": "--snr", "corrector_steps": "--corrector-steps",
+                 "denoise": "--denoise", "final_step": "--final-step", "schedule": "--schedule",
+                 "predictor": "--predictor", "corrector": "--corrector"}
+
 
 def str2bool(value):
     """`--denoise true/false` (also t/f, yes/no, y/n, on/off, 1/0)."""
@@ -57,6 +63,9 @@ def add_common_args(parser):
     parser.add_argument("--no-blend", action="store_true",
                         help="a shipped model alone, without its one-shot partner "
                         "(docs/separation.md)")
+    parser.add_argument("--one-shot", action="store_true",
+                        help="a shipped model's one-shot separator alone: one network "
+                        "evaluation, no sampler (docs/separation.md)")
     parser.add_argument("-o", "--output-dir", default="results", help="Results root folder")
     parser.add_argument("--tag", default=None, help="Suffix of the result folder name")
     parser.add_argument("--seed", type=int, default=0,
@@ -87,7 +96,7 @@ def settings_from_args(args):
         stoi_extended=not args.stoi_no_extended, enhance=args.enhance, seed=args.seed,
         save_n=args.save_n, limit=args.limit, tag=args.tag, no_proc=args.ckpt == NO_PROC,
         metrics=args.metrics, permutation=args.permutation, segment=args.segment,
-        overlap=args.overlap, blend=not args.no_blend)
+        overlap=args.overlap, blend=not args.no_blend, one_shot=args.one_shot)
 
 
 def session_kwargs(args):
@@ -108,3 +117,20 @@ def check_baseline_args(parser, args):
         parser.error(f"--override with a checkpoint takes datamodule.KEY=VALUE, got {bad}")
     if args.data_root and args.ckpt == NO_PROC and not args.config_from:
         parser.error("--data-root applies to a checkpoint's config (or --config-from)")
+
+
+def check_one_shot_args(parser, args):
+    """``--one-shot`` runs a shipped model's one-shot separator alone: refuse what would
+    then do nothing (sampler flags), what contradicts it (``--no-blend``) and, for the
+    evaluation scripts, the mixture baseline."""
+    if not args.one_shot:
+        return
+    if getattr(args, "ckpt", None) == NO_PROC:
+        parser.error(f"--one-shot needs a shipped model, not {NO_PROC}")
+    if args.no_blend:
+        parser.error("--one-shot and --no-blend exclude each other: --one-shot uses the "
+                     "one-shot separator alone, --no-blend the diffusion model alone")
+    given = [flag for key, flag in SAMPLER_FLAGS.items() if getattr(args, key, None) is not None]
+    if given:
+        parser.error(f"--one-shot runs no sampler: {', '.join(given)} would do nothing; leave "
+                     "them out, or drop --one-shot")

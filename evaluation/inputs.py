@@ -48,9 +48,12 @@ def config_from_hydra(datamodule, overrides=()):
         return compose("config", overrides=[f"datamodule={datamodule}", *overrides])
 
 
-def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=(), blend=True):
+def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=(), blend=True,
+                   one_shot=False):
     """A DiffSep model from `ckpt` (with its one-shot partner when it is a shipped model
-    that has one and `blend` is true), or the mixture baseline for `__no_proc__`.
+    that has one and `blend` is true), with `one_shot` that partner alone (a
+    :class:`models.blend.OneShot` that carries `ckpt`'s config: its datasets), or the
+    mixture baseline for `__no_proc__`.
 
     The baseline takes its data config from another checkpoint (`config_from`)
     or from the Hydra config group `datamodule`; its fs and sources are set by
@@ -72,6 +75,13 @@ def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=()
     path = _check_ckpt_file(ckpt)
     from models.loading import NotADiffSepCheckpoint, load_model
 
+    if one_shot:
+        from models.pretrained import one_shot_for
+
+        try:
+            return one_shot_for(path, config=config_from_checkpoint(path))
+        except (ValueError, FileNotFoundError) as e:
+            raise EvaluationInputError(str(e)) from e
     try:
         return load_model(str(path), device, blend=blend)
     except NotADiffSepCheckpoint as e:

@@ -67,6 +67,7 @@ class Settings:
     segment: float | None = None  # s; None: whole items (music: MUSIC_SEGMENT_S)
     overlap: float = 0.25
     blend: bool = True  # a shipped model's one-shot partner, when it has one (models/blend.py)
+    one_shot: bool = False  # a shipped model's one-shot separator alone: no sampler
 
     def __post_init__(self):
         if self.metrics not in METRIC_SETS:
@@ -85,6 +86,8 @@ class Settings:
                                 if getattr(self, k) is None})
 
     def sampler_kwargs(self):
+        if self.one_shot:  # no sampler to set
+            return {}
         kw = {k: getattr(self, k) for k in SAMPLER_FIELDS}
         if self.final_step is not None:
             kw["final_step"] = self.final_step
@@ -92,7 +95,7 @@ class Settings:
 
     def infer_params(self):
         """Folder suffix, e.g. `N-30_snr-0.50_corr-1_den-True_sch-linear[_tag]`."""
-        base = "no_proc" if self.no_proc else (
+        base = "no_proc" if self.no_proc else "one_shot" if self.one_shot else (
             f"N-{self.N}_snr-{self.snr:.2f}_corr-{self.corrector_steps}"
             f"_den-{self.denoise}_sch-{self.schedule}"
             + ("" if self.final_step is None else f"_fin-{self.final_step}"))
@@ -134,11 +137,11 @@ class Settings:
                 "zero_mean": True, "permutation": "none" if keeps_order else "si_sir"}
 
     def fingerprint(self):
-        """The settings that change records (not limit, save_n or tag; nor blend: a
-        blend's partner is part of the session's source id, so records of checkpoints
-        that have none keep their fingerprint whatever the flag)."""
+        """The settings that change records (not limit, save_n or tag; nor blend and
+        one_shot: the partner, blended or alone, is part of the session's source id, so
+        records of checkpoints that have none keep their fingerprint whatever the flags)."""
         d = asdict(self)
-        for k in ("save_n", "limit", "tag", "blend"):
+        for k in ("save_n", "limit", "tag", "blend", "one_shot"):
             d.pop(k)
         return d
 

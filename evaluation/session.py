@@ -76,7 +76,7 @@ class EvalSession:
                      "overrides": list(overrides), "data_root": data_root}
         self.ckpt, self.device = ckpt, device
         self.separator = load_separator(ckpt, device, config_from, datamodule, overrides,
-                                        blend=settings.blend)
+                                        blend=settings.blend, one_shot=settings.one_shot)
         if datamodule is None:  # a checkpoint's config: point it at other data if asked
             redirect_data(self.separator.config, data_root, overrides)
         # Sampler options not given take the model's own (the baseline has none).
@@ -85,9 +85,12 @@ class EvalSession:
         # Build every split first: a missing folder fails before any work is done.
         self.datasets = {s: build_dataset(self.separator, s, libri_root) for s in splits}
         ckpt_name = "" if ckpt == NO_PROC else Path(ckpt).stem  # infer_params says no_proc
+        # The one-shot partner, blended into the model's estimate or used alone; one of
+        # the two halves' result folders is marked "blend", the other "one_shot".
         self.partner = getattr(self.separator, "partner", None)
+        blended = self.partner is not None and not settings.one_shot
         parts = [self.separator.exp_name, ckpt_name, self.settings.infer_params(),
-                 "blend" if self.partner is not None else ""]
+                 "blend" if blended else ""]
         self.result_dir = Path(output_dir) / "_".join(p for p in parts if p)
 
     def source_id(self):
@@ -95,7 +98,9 @@ class EvalSession:
             sp = self.spec
             data = ({"data_root": sp["data_root"], "overrides": sp["overrides"]}
                     if sp["data_root"] or sp["overrides"] else {})
-            if self.partner is not None:  # the blend's other half
+            if self.settings.one_shot:  # the file that separates
+                data["one_shot"] = _file_id(self.partner.path)
+            elif self.partner is not None:  # the blend's other half
                 data["partner"] = {**_file_id(self.partner.path), "weight": self.partner.weight}
             return {"checkpoint": _file_id(self.ckpt), **data}
         sp = self.spec
@@ -137,7 +142,8 @@ class EvalSession:
             "split": split,
             "checkpoint": str(Path(self.ckpt).resolve()) if self.ckpt != NO_PROC else NO_PROC,
             "exp_name": self.separator.exp_name,
-            "sampler": None if self.settings.no_proc else self.settings.sampler_kwargs(),
+            "sampler": (None if self.settings.no_proc or self.settings.one_shot
+                        else self.settings.sampler_kwargs()),
             "metric_settings": self.settings.metric_settings(
                 fs, music, self.settings.keeps_order(self.separator)),
             "seed": self.settings.seed,

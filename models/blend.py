@@ -90,12 +90,14 @@ class OneShot:
     """A one-shot separator (a :class:`Partner`) used on its own in the place of a DiffSep
     model: it has what :class:`evaluation.separator.Separator` and
     :func:`evaluation.runner.evaluate_item` ask of one (``fs``, ``n_sources``,
-    ``source_names``, ``parameters()``, ``separate()``). One network evaluation per
-    excerpt and nothing drawn at random.
+    ``source_names``, ``parameters()``, ``separate()``; ``config`` and ``exp_name`` for
+    the evaluation scripts, from the run config given, else None). One network
+    evaluation per excerpt and nothing drawn at random.
     """
 
-    def __init__(self, partner: Partner):
-        self.partner = partner
+    def __init__(self, partner: Partner, config=None):
+        self.partner, self.config = partner, config
+        self.exp_name = None if config is None else config.get("name")
         self.fs, self.n_sources = partner.fs, partner.n_sources
         self.source_names = [f"s{k + 1}" for k in range(self.n_sources)]
 

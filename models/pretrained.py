@@ -71,10 +71,12 @@ def partner_for(ckpt_path):
     return None
 
 
-def one_shot_for(ckpt_path):
+def one_shot_for(ckpt_path, config=None):
     """The one-shot separator of a shipped model's file on its own
-    (:class:`models.blend.OneShot`, ``separate.py --one-shot``; it runs on the device of
-    the mixtures it is given). Raises ValueError for a file that has none."""
+    (:class:`models.blend.OneShot`, ``--one-shot``; it runs on the device of the mixtures
+    it is given). ``config``: the run config it carries (the evaluation scripts give the
+    shipped model's, whose datasets they score). Raises ValueError for a file that has
+    none."""
     partner = partner_for(ckpt_path)
     if partner is None:
         names = ", ".join(PARTNERS)
@@ -82,7 +84,7 @@ def one_shot_for(ckpt_path):
                          f"shipped models that have one ({names})")
     from models.blend import OneShot
 
-    return OneShot(partner)
+    return OneShot(partner, config)
 
 
 def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None = None,

@@ -190,3 +190,65 @@ def test_separate_one_shot_refuses_what_it_cannot_do(shipped, tiny_ckpt, tmp_pat
         separate.main([str(tmp_path / "a.wav"), str(tmp_path / "out"), "--one-shot", *extra])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_one_shot_scores_the_one_shot_separator_alone(tmp_path):
+    import soundfile as sf
+
+    import evaluate
+    from metrics.separation import si_sdr
+    from models.pretrained import DEFAULT_MODEL, PARTNERS, pretrained_path
+    from tests.evaluation.toy import read_results, toy_items, write_wsj0
+
+    items = toy_items(2, 2)
+    write_wsj0(tmp_path, items, split="tt")
+    path = pretrained_path(DEFAULT_MODEL)
+    evaluate.main([str(path), "--test", "--one-shot", "--data-root", str(tmp_path), "-d",
+                   "cpu", "-o", str(tmp_path / "out"), "--save-n", "2"])
+    (folder,) = (tmp_path / "out").iterdir()
+    assert folder.name.endswith("_one_shot") and "blend" not in folder.name
+    records, summary = read_results(folder)
+    assert summary["sampler"] is None and summary["n_ok"] == 2
+    assert summary["source"]["one_shot"]["path"] == str(pretrained_path(PARTNERS[DEFAULT_MODEL][0]))
+    one = one_shot_for(path)
+    for (mix, tgt), r in zip(items, records):
+        est = one.separate(mix[None])[0][0]
+        ordered = est[r["perm"]]  # the estimate scored against each reference
+        assert r["nfe"] == 1
+        assert r["si_sdr"] == pytest.approx(si_sdr(ordered, tgt).tolist(), abs=1e-4)
+        sample = folder / "test_samples" / f"{r['index']:04d}_{r['name']}"
+        assert not (sample / "reverse.png").exists()  # no reverse process to draw
+        for k in range(2):
+            saved, _ = sf.read(sample / f"est_s{k + 1}.wav")
+            assert np.allclose(saved, ordered[k].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["-N", "4", "--denoise", "false"], "-N, --denoise would do nothing"),
+    (["--no-blend"], "exclude each other"),
+    (["NOPROC"], "needs a shipped model"),
+])
+def test_evaluate_one_shot_refuses_what_it_cannot_do(tmp_path, capsys, extra, message):
+    import evaluate
+    import evaluate_mp
+    from evaluation.runner import NO_PROC
+
+    for script in (evaluate, evaluate_mp):
+        ckpt = NO_PROC if extra == ["NOPROC"] else "model.ckpt"
+        args = [ckpt, "--one-shot", *[a for a in extra if a != "NOPROC"]]
+        if script is evaluate:
+            args.append("--test")
+        if ckpt == NO_PROC:
+            args += ["--datamodule", "voices"]
+        with pytest.raises(SystemExit) as e:
+            script.main([*args, "-o", str(tmp_path / "out")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_one_shot_of_a_model_without_one_says_so(tiny_ckpt, tmp_path):
+    import evaluate
+
+    with pytest.raises(SystemExit, match="has no one-shot separator"):
+        evaluate.main([str(tiny_ckpt), "--test", "--one-shot", "-o", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
