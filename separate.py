@@ -8,8 +8,8 @@ shipped four-stem music model (``pretrained/music-4stem-11k.ckpt``, see
 docs/model-card-music-4stem-11k.md). The shipped speech model's output is a weighted mean
 of its diffusion estimate and that of a one-shot separator shipped beside it
 (``pretrained/speech-2spk-8k-oneshot.ckpt``); ``--no-blend`` keeps the diffusion
-estimate alone, ``--one-shot`` the one-shot separator's alone (one network evaluation
-instead of 17: about ten times faster, a little less accurate). INPUT is an audio file
+estimate alone, ``--one-shot`` the one-shot separator's alone (three network evaluations
+instead of 19: several times faster, a little less accurate). INPUT is an audio file
 (wav/flac/ogg) or a folder of them. Each input gives one file per source, named by
 ``--filename``. The default follows the model: labelled stems (a
 music model trained with the fixed stem order) go to ``{track}/{source}.wav``, e.g.
@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--one-shot", action="store_true",
-        help="a shipped model's one-shot separator alone: one network evaluation, no "
-        "sampler; about ten times faster, a little less accurate (docs/separation.md)",
+        help="a shipped model's one-shot separator alone: no sampler, three network "
+        "evaluations; several times faster, a little less accurate (docs/separation.md)",
     )  # fmt: skip
     p.add_argument("-r", "--recursive", action="store_true", help="search sub-folders")
     p.add_argument(

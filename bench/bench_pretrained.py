@@ -2,25 +2,26 @@
 
     python bench/bench_pretrained.py [--model speech-2spk-8k] [--steps 2 4 8 16 30]
         [--n-items 50] [--voices data/voices] [--synth data/synth/wsj0_mix]
-        [--baseline DISC.pt] [--blend-weights W ...] [--split tt|cv] [--threads 2]
-        [--out results.json]
+        [--baseline DISC.pt] [--blend-weights W ...] [--views F ...] [--split tt|cv]
+        [--threads 2] [--out results.json]
 
 For each test split present (the recorded-voice corpus's tt split, whose speakers the
 model never heard, and the generated corpus's tt split), the first `--n-items` 8-kHz
 two-speaker mixtures (min cut, whole utterances) are scored side by side: the
 unprocessed mixture; the one-shot separator (the shipped model's partner, or the file
-of `bench/bench_discriminative_baseline.py --save` given as `--baseline`); the
-diffusion model alone, its sampler at every step count of `--steps` (the model's own
-corrector, snr, schedule and final step) and at the counts of `--flip-final-step` with
-the final Tweedie step (t_eps to 0) toggled; and the blend of the two separators
-(`models/blend.py`, what the shipped model returns) at the first count of `--steps`,
-with the partner's weight or each of `--blend-weights` (the sampler runs once for all).
-`--split cv` scores the validation splits instead (speakers held out of
-training too), whole utterances as well: what choices between models and settings are
-made on, so that the tt figure stays untouched by them. Columns: mean and median
-SI-SDRi, the share of mixtures improved by more than 3 dB, narrow-band PESQ, ESTOI,
-network evaluations and the real-time factor (separation time over audio duration, on
-`--threads` CPU threads).
+of `bench/bench_discriminative_baseline.py --save` given as `--baseline`), with the
+speed views of the partner (`models.blend.speed_views`; `--views` sets others) and, when
+those are more than one, with one view as well; the diffusion model alone, its sampler
+at every step count of `--steps` (the model's own corrector, snr, schedule and final
+step) and at the counts of `--flip-final-step` with the final Tweedie step (t_eps to 0)
+toggled; and the blend of the two separators (`models/blend.py`, what the shipped model
+returns) at the first count of `--steps`, with the partner's weight or each of
+`--blend-weights` (the sampler runs once for all). `--split cv` scores the validation
+splits instead (speakers held out of training too), whole utterances as well: what
+choices between models and settings are made on, so that the tt figure stays untouched
+by them. Columns: mean and median SI-SDRi, the share of mixtures improved by more than
+3 dB, narrow-band PESQ, ESTOI, network evaluations and the real-time factor (separation
+time over audio duration, on `--threads` CPU threads).
 """
 
 import argparse
@@ -65,7 +66,7 @@ class Blends:
             est, nfe, _ = self.model.separate(mix, generator=generator, blend=False, **sampler)
             self.cache[key] = (est, nfe, time.perf_counter() - t0)
         other = self.partner.estimate(mix)
-        return combine(est, other, mix, self.weight), nfe + 1, None
+        return combine(est, other, mix, self.weight), nfe + self.partner.nfe, None
 
 
 def mixture_row(ds, n_items):
@@ -125,6 +126,9 @@ def main(argv=None):
     ap.add_argument("--blend-weights", type=float, nargs="+", default=None, metavar="W",
                     help="shares of the diffusion estimate in the blend rows (default: "
                     "the partner's own, 0.5 for --baseline)")
+    ap.add_argument("--views", type=float, nargs="+", default=None, metavar="F",
+                    help="speed factors of the one-shot separator's views (default: the "
+                    "partner's own, 1 for --baseline)")
     ap.add_argument("--split", choices=("tt", "cv"), default="tt",
                     help="test split (default) or the validation split to choose on")
     ap.add_argument("--threads", type=int, default=2)
@@ -138,11 +142,16 @@ def main(argv=None):
         weight = 0.5 if partner is None else partner.weight
         partner = Partner(model_from_checkpoint(read_checkpoint(args.baseline), args.baseline),
                           weight, args.baseline)
+    if partner is not None and args.views is not None:
+        try:
+            partner = partner.with_views(args.views)
+        except ValueError as e:
+            ap.error(f"--views: {e}")
     model.partner = None  # the DiffSep rows: the sampler's estimate alone
     base = {k: model.sampler[k] for k in ("snr", "corrector_steps", "denoise", "schedule")}
     results = {"model": str(path), "threads": args.threads, "sampler": base,
                "split": args.split, "one_shot": None if partner is None else str(partner.path),
-               "corpora": {}}
+               "views": None if partner is None else list(partner.views), "corpora": {}}
     corpora = ((f"recorded voices, held-out speakers ({args.split})", args.voices),
                (f"generated speech ({args.split})", args.synth))  # fmt: skip
     for title, root in corpora:
@@ -154,8 +163,13 @@ def main(argv=None):
         n = min(args.n_items, len(ds))
         rows = [("unprocessed mixture", summarize(mixture_row(ds, n)))]
         if partner is not None:
-            rows.append(("one-shot separator",
+            views = "/".join(f"{f:g}" for f in partner.views)
+            rows.append((f"one-shot separator, speeds {views}",
                          summarize(separator_rows(OneShot(partner), ds, n, Settings()))))
+            if partner.views != (1.0,):
+                single = OneShot(partner.with_views([1.0]))
+                rows.append(("one-shot separator, speed 1",
+                             summarize(separator_rows(single, ds, n, Settings()))))
         default_final = bool(model.sampler["final_step"])
         runs = [(n_steps, default_final) for n_steps in args.steps]
         runs += [(n_steps, not default_final) for n_steps in args.flip_final_step]

@@ -64,8 +64,8 @@ def add_common_args(parser):
                         help="a shipped model alone, without its one-shot partner "
                         "(docs/separation.md)")
     parser.add_argument("--one-shot", action="store_true",
-                        help="a shipped model's one-shot separator alone: one network "
-                        "evaluation, no sampler (docs/separation.md)")
+                        help="a shipped model's one-shot separator alone: no sampler "
+                        "(docs/separation.md)")
     parser.add_argument("-o", "--output-dir", default="results", help="Results root folder")
     parser.add_argument("--tag", default=None, help="Suffix of the result folder name")
     parser.add_argument("--seed", type=int, default=0,

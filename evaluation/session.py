@@ -99,9 +99,11 @@ class EvalSession:
             data = ({"data_root": sp["data_root"], "overrides": sp["overrides"]}
                     if sp["data_root"] or sp["overrides"] else {})
             if self.settings.one_shot:  # the file that separates
-                data["one_shot"] = _file_id(self.partner.path)
+                data["one_shot"] = {**_file_id(self.partner.path),
+                                    "views": list(self.partner.views)}
             elif self.partner is not None:  # the blend's other half
-                data["partner"] = {**_file_id(self.partner.path), "weight": self.partner.weight}
+                data["partner"] = {**_file_id(self.partner.path), "weight": self.partner.weight,
+                                   "views": list(self.partner.views)}
             return {"checkpoint": _file_id(self.ckpt), **data}
         sp = self.spec
         src = _file_id(sp["config_from"]) if sp["config_from"] else None

@@ -7,11 +7,17 @@ the diffusion sampler, so a weighted mean of the two estimates can be better tha
 either (``docs/model-card-speech-2spk-8k.md``). A shipped model may name such a *partner*
 (``models.pretrained.PARTNERS``); :func:`models.loading.load_model` attaches it and
 :meth:`models.diffsep.DiffSepModel.separate` then returns the blend, unless it is called
-with ``blend=False``.
+with ``blend=False``. A partner's own estimate is the mean over views of the mixture
+played slower and faster (:func:`speed_views`, ``Partner.views``).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import soxr
 import torch
 from torch import Tensor
 
@@ -42,22 +48,70 @@ def fit_to_mixture(est: Tensor, mix: Tensor) -> Tensor:
     return (est.double() * coef).to(est.dtype)
 
 
+def match_order(first: Tensor, second: Tensor) -> Tensor:
+    """``second (B, K, L)`` with its sources put in the order of ``first``'s that they
+    match best (the highest summed correlation; no reference is used)."""
+    if first.shape != second.shape:
+        raise ValueError(f"estimates of shapes {tuple(first.shape)} and "
+                         f"{tuple(second.shape)} cannot be combined")
+    a = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    b = second / second.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    corr = torch.einsum("bkl,bjl->bkj", a, b)  # corr[:, k, j]: first's k against second's j
+    order = best_permutation(corr).to(second.device)  # (B, K): second's source for each k
+    return torch.gather(second, 1, order[..., None].expand_as(second))
+
+
 def combine(first: Tensor, second: Tensor, mix: Tensor, weight: float = 0.5) -> Tensor:
     """``weight * first + (1 - weight) * second`` after both are fitted to the mixture
     (:func:`fit_to_mixture`) and ``second``'s sources are put in the order of ``first``'s
-    that matches them best (the highest summed correlation; no reference is used)."""
+    (:func:`match_order`)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     if first.shape != second.shape:
         raise ValueError(f"estimates of shapes {tuple(first.shape)} and "
                          f"{tuple(second.shape)} cannot be combined")
     first, second = fit_to_mixture(first, mix), fit_to_mixture(second, mix)
-    a = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    b = second / second.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    corr = torch.einsum("bkl,bjl->bkj", a, b)  # corr[:, k, j]: first's k against second's j
-    order = best_permutation(corr).to(second.device)  # (B, K): second's source for each k
-    second = torch.gather(second, 1, order[..., None].expand_as(second))
-    return weight * first + (1 - weight) * second
+    return weight * first + (1 - weight) * match_order(first, second)
+
+
+def stretch(x: Tensor, factor: float, length: int | None = None) -> Tensor:
+    """``x (..., L)`` resampled to ``factor`` times as many samples (soxr, high quality):
+    played at the same rate, slower and lower by ``factor``. ``length`` cuts or
+    zero-pads the result to that many samples. Resampled on the CPU, returned on
+    ``x``'s device."""
+    flat = x.detach().reshape(-1, x.shape[-1]).cpu().double().numpy()
+    out = soxr.resample(np.ascontiguousarray(flat.T), 1.0, float(factor), quality="HQ").T
+    if length is not None:
+        out = np.pad(out, ((0, 0), (0, max(0, length - out.shape[-1]))))[:, :length]
+    y = torch.from_numpy(np.ascontiguousarray(out)).to(x.dtype)
+    return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.device)
+
+
+def _factors(factors: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(float(f) for f in factors)
+    if not out or min(out) <= 0:
+        raise ValueError(f"speed factors must be positive, got {list(factors)}")
+    return out
+
+
+def speed_views(separate: Callable[[Tensor], Tensor], mix: Tensor,
+                factors: Sequence[float]) -> Tensor:
+    """The mean of ``separate``'s estimates of ``mix (B, 1, L)`` played at other speeds:
+    for each factor f the mixture is stretched by f (:func:`stretch`; f > 1 slower and
+    lower), separated, and the estimate stretched back to L samples. Each view is fitted
+    to the mixture (:func:`fit_to_mixture`) and put in the first view's source order
+    (:func:`match_order`) before the mean. A separator trained with speed perturbation
+    errs differently on each view, so the mean is better than one view
+    (``docs/model-card-speech-2spk-8k.md``). One factor 1 is ``separate(mix)`` as it is."""
+    factors = _factors(factors)
+    if factors == (1.0,):
+        return separate(mix)
+    n, out = mix.shape[-1], None
+    for f in factors:
+        est = separate(mix) if f == 1.0 else stretch(separate(stretch(mix, f)), 1.0 / f, n)
+        est = fit_to_mixture(est, mix)
+        out = est if out is None else out + match_order(out, est)
+    return out / len(factors)
 
 
 class Partner:
@@ -68,18 +122,30 @@ class Partner:
     estimate in the blend.
     """
 
-    def __init__(self, model, weight: float = 0.5, path=None):
+    def __init__(self, model, weight: float = 0.5, path=None, views: Sequence[float] = (1.0,)):
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {weight}")
         self.net, self.sde = model.score_model.eval(), model.sde
         self.n_sources, self.fs = int(model.n_sources), int(model.fs)
         self.weight, self.path = float(weight), path  # the file it was loaded from
+        self.views = _factors(views)  # speed factors (:func:`speed_views`)
+
+    def with_views(self, views: Sequence[float]) -> Partner:
+        """This separator (the same network) with other speed views."""
+        other = copy.copy(self)
+        other.views = _factors(views)
+        return other
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per estimate: one per view."""
+        return len(self.views)
 
     @torch.no_grad()
     def estimate(self, mix: Tensor) -> Tensor:
         if next(self.net.parameters()).device != mix.device:  # follows the model's device
             self.net.to(mix.device)
-        return estimate(self.net, self.sde, mix)
+        return speed_views(lambda y: estimate(self.net, self.sde, y), mix, self.views)
 
     def blend(self, est: Tensor, mix: Tensor) -> Tensor:
         """The DiffSep estimate ``est`` blended with this separator's estimate of ``mix``."""
@@ -92,7 +158,7 @@ class OneShot:
     :func:`evaluation.runner.evaluate_item` ask of one (``fs``, ``n_sources``,
     ``source_names``, ``parameters()``, ``separate()``; ``config`` and ``exp_name`` for
     the evaluation scripts, from the run config given, else None). One network
-    evaluation per excerpt and nothing drawn at random.
+    evaluation per excerpt and speed view, nothing drawn at random.
     """
 
     def __init__(self, partner: Partner, config=None):
@@ -106,7 +172,8 @@ class OneShot:
 
     def separate(self, mix: Tensor, intermediate=False, generator=None,
                  **sampler) -> tuple[Tensor, int, None]:
-        """``mix (B, 1, L)`` -> ``(est (B, K, L), 1, None)``, as ``DiffSepModel.separate``.
+        """``mix (B, 1, L)`` -> ``(est (B, K, L), nfe, None)``, as ``DiffSepModel.separate``
+        (``nfe``: one network evaluation per speed view of the partner).
         There is no sampler: ``generator`` and sampler options are accepted for the
         common interface and change nothing (``separate.py --one-shot`` refuses them)."""
-        return self.partner.estimate(mix), 1, None
+        return self.partner.estimate(mix), self.partner.nfe, None

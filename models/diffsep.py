@@ -320,7 +320,8 @@ class DiffSepModel(pl.LightningModule):
         take the module's ``sampler`` defaults. With a ``partner`` attached (a shipped
         model's one-shot separator, :mod:`models.blend`) and ``blend`` true, ``est`` is
         the blend of the sampler's estimate with the partner's (one more network
-        evaluation, counted in ``nfe``); the intermediates stay the sampler's.
+        evaluation per speed view of the partner, counted in ``nfe``); the intermediates
+        stay the sampler's.
         """
         given = dict(N=N, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
                      schedule=schedule, predictor=predictor, corrector=corrector,
@@ -335,7 +336,7 @@ class DiffSepModel(pl.LightningModule):
         out = sampler()
         est, nfe = denormalize(out[0], stats), out[1]
         if blend and self.partner is not None:
-            est, nfe = self.partner.blend(est, mix), nfe + 1
+            est, nfe = self.partner.blend(est, mix), nfe + self.partner.nfe
         states = None
         if intermediate:
             states = [(t, denormalize(x, stats)) for t, x in out[2]]

@@ -27,8 +27,9 @@ ALIASES = {"speech": "speech-2spk-8k", "music": "music-4stem-11k"}
 DEFAULT_MODEL = "speech-2spk-8k"
 # Shipped one-shot separators that a shipped model blends its estimate with
 # (models/blend.py): model name -> (file name in pretrained/, share of the DiffSep
-# estimate). Not models of their own: they separate only as a model's partner.
-PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.2)}
+# estimate, the speed factors of the views it averages: models.blend.speed_views). Not
+# models of their own: they separate only as a model's partner (or with --one-shot).
+PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.2, (1.0, 0.9, 1.1))}
 
 
 def pretrained_path(name: str) -> Path:
@@ -57,7 +58,7 @@ def partner_for(ckpt_path):
     """The :class:`models.blend.Partner` of a shipped model's file, None for any other
     file (a checkpoint of one's own, or a shipped model without a partner)."""
     path = Path(ckpt_path).resolve()
-    for name, (partner, weight) in PARTNERS.items():
+    for name, (partner, weight, views) in PARTNERS.items():
         if path == pretrained_path(name).resolve():
             from models.blend import Partner
 
@@ -67,7 +68,7 @@ def partner_for(ckpt_path):
                     f"the shipped model {name!r} blends its estimate with {source}, which is "
                     "missing (a partial clone?); pass --no-blend to use the model alone")
             return Partner(model_from_checkpoint(read_checkpoint(source), source), weight,
-                           source)
+                           source, views)
     return None
 
 
