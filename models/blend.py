@@ -48,12 +48,16 @@ def fit_to_mixture(est: Tensor, mix: Tensor) -> Tensor:
     return (est.double() * coef).to(est.dtype)
 
 
-def match_order(first: Tensor, second: Tensor) -> Tensor:
-    """``second (B, K, L)`` with its sources put in the order of ``first``'s that they
-    match best (the highest summed correlation; no reference is used)."""
+def _check_shapes(first: Tensor, second: Tensor) -> None:
     if first.shape != second.shape:
         raise ValueError(f"estimates of shapes {tuple(first.shape)} and "
                          f"{tuple(second.shape)} cannot be combined")
+
+
+def match_order(first: Tensor, second: Tensor) -> Tensor:
+    """``second (B, K, L)`` with its sources put in the order of ``first``'s that they
+    match best (the highest summed correlation; no reference is used)."""
+    _check_shapes(first, second)
     a = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     b = second / second.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     corr = torch.einsum("bkl,bjl->bkj", a, b)  # corr[:, k, j]: first's k against second's j
@@ -67,9 +71,7 @@ def combine(first: Tensor, second: Tensor, mix: Tensor, weight: float = 0.5) -> 
     (:func:`match_order`)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
-    if first.shape != second.shape:
-        raise ValueError(f"estimates of shapes {tuple(first.shape)} and "
-                         f"{tuple(second.shape)} cannot be combined")
+    _check_shapes(first, second)
     first, second = fit_to_mixture(first, mix), fit_to_mixture(second, mix)
     return weight * first + (1 - weight) * match_order(first, second)
 

@@ -43,6 +43,8 @@ def test_the_mean_of_two_independent_errors_has_half_the_error_energy():
     assert torch.allclose(combine(first, second, mix, weight=1.0), fit_to_mixture(first, mix))
     with pytest.raises(ValueError, match="weight must be in"):
         combine(first, second, mix, weight=1.5)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        combine(first, second[..., :-1], mix)
 
 
 @pytest.fixture
