@@ -29,7 +29,7 @@ DEFAULT_MODEL = "speech-2spk-8k"
 # (models/blend.py): model name -> (file name in pretrained/, share of the DiffSep
 # estimate, the speed factors of the views it averages: models.blend.speed_views). Not
 # models of their own: they separate only as a model's partner (or with --one-shot).
-PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.2, (1.0, 0.9, 1.1))}
+PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.1, (1.0, 0.9, 1.1))}
 
 
 def pretrained_path(name: str) -> Path:
