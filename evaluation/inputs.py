@@ -73,8 +73,6 @@ def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=()
         names = [f"s{i + 1}" for i in range(k)] if k else []
         return MixtureBaseline(fs, k, names, cfg, exp)
     path = _check_ckpt_file(ckpt)
-    from models.loading import NotADiffSepCheckpoint, load_model
-
     if one_shot:
         from models.pretrained import one_shot_for
 
@@ -82,6 +80,8 @@ def load_separator(ckpt, device, config_from=None, datamodule=None, overrides=()
             return one_shot_for(path, config=config_from_checkpoint(path))
         except (ValueError, FileNotFoundError) as e:
             raise EvaluationInputError(str(e)) from e
+    from models.loading import NotADiffSepCheckpoint, load_model
+
     try:
         return load_model(str(path), device, blend=blend)
     except NotADiffSepCheckpoint as e:

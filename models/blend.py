@@ -54,9 +54,11 @@ def _check_shapes(first: Tensor, second: Tensor) -> None:
                          f"{tuple(second.shape)} cannot be combined")
 
 
-def match_order(first: Tensor, second: Tensor) -> Tensor:
+def reorder_to(first: Tensor, second: Tensor) -> Tensor:
     """``second (B, K, L)`` with its sources put in the order of ``first``'s that they
-    match best (the highest summed correlation; no reference is used)."""
+    match best (the highest summed correlation; no reference is used). Signed, unlike
+    :func:`evaluation.overlap_add.match_order` (which is blind to polarity and returns
+    the permutation): both estimates are already scaled to the same mixture here."""
     _check_shapes(first, second)
     a = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     b = second / second.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -68,12 +70,12 @@ def match_order(first: Tensor, second: Tensor) -> Tensor:
 def combine(first: Tensor, second: Tensor, mix: Tensor, weight: float = 0.5) -> Tensor:
     """``weight * first + (1 - weight) * second`` after both are fitted to the mixture
     (:func:`fit_to_mixture`) and ``second``'s sources are put in the order of ``first``'s
-    (:func:`match_order`)."""
+    (:func:`reorder_to`)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     _check_shapes(first, second)
     first, second = fit_to_mixture(first, mix), fit_to_mixture(second, mix)
-    return weight * first + (1 - weight) * match_order(first, second)
+    return weight * first + (1 - weight) * reorder_to(first, second)
 
 
 def stretch(x: Tensor, factor: float, length: int | None = None) -> Tensor:
@@ -102,7 +104,7 @@ def speed_views(separate: Callable[[Tensor], Tensor], mix: Tensor,
     for each factor f the mixture is stretched by f (:func:`stretch`; f > 1 slower and
     lower), separated, and the estimate stretched back to L samples. Each view is fitted
     to the mixture (:func:`fit_to_mixture`) and put in the first view's source order
-    (:func:`match_order`) before the mean. A separator trained with speed perturbation
+    (:func:`reorder_to`) before the mean. A separator trained with speed perturbation
     errs differently on each view, so the mean is better than one view
     (``docs/model-card-speech-2spk-8k.md``). One factor 1 is ``separate(mix)`` as it is."""
     factors = _factors(factors)
@@ -112,7 +114,7 @@ def speed_views(separate: Callable[[Tensor], Tensor], mix: Tensor,
     for f in factors:
         est = separate(mix) if f == 1.0 else stretch(separate(stretch(mix, f)), 1.0 / f, n)
         est = fit_to_mixture(est, mix)
-        out = est if out is None else out + match_order(out, est)
+        out = est if out is None else out + reorder_to(out, est)
     return out / len(factors)
 
 
