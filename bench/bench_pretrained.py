@@ -2,16 +2,17 @@
 
     python bench/bench_pretrained.py [--model speech-2spk-8k] [--steps 2 4 8 16 30]
         [--n-items 50] [--voices data/voices] [--synth data/synth/wsj0_mix]
-        [--baseline DISC.pt] [--blend-weights W ...] [--views F ...] [--split tt|cv]
-        [--threads 2] [--out results.json]
+        [--baseline DISC.pt] [--blend-weights W ...] [--views F ...] [--postfilter W]
+        [--split tt|cv] [--threads 2] [--out results.json]
 
 For each test split present (the recorded-voice corpus's tt split, whose speakers the
 model never heard, and the generated corpus's tt split), the first `--n-items` 8-kHz
 two-speaker mixtures (min cut, whole utterances) are scored side by side: the
 unprocessed mixture; the one-shot separator (the shipped model's partner, or the file
 of `bench/bench_discriminative_baseline.py --save` given as `--baseline`), with the
-speed views of the partner (`models.blend.speed_views`; `--views` sets others) and, when
-those are more than one, with one view as well; the diffusion model alone, its sampler
+speed views of the partner (`models.blend.speed_views`; `--views` sets others) and its
+Wiener post-filter (`models/postfilter.py`; `--postfilter` sets its weight), then
+without the filter, and with one view as well; the diffusion model alone, its sampler
 at every step count of `--steps` (the model's own corrector, snr, schedule and final
 step) and at the counts of `--flip-final-step` with the final Tweedie step (t_eps to 0)
 toggled; and the blend of the two separators (`models/blend.py`, what the shipped model
@@ -40,6 +41,7 @@ from evaluation.runner import Settings, evaluate_item
 from metrics.separation import score_item
 from models.blend import OneShot, Partner, combine
 from models.loading import load_model, model_from_checkpoint, read_checkpoint
+from models.postfilter import WienerFilter
 from models.pretrained import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,10 +105,10 @@ def summarize(recs):
 
 def print_table(title, rows):
     print(f"\n== {title} ==")
-    print(f"{'':34s}{'SI-SDRi':>9s}{'median':>8s}{'>3 dB':>7s}{'PESQ':>6s}{'ESTOI':>7s}"
+    print(f"{'':46s}{'SI-SDRi':>9s}{'median':>8s}{'>3 dB':>7s}{'PESQ':>6s}{'ESTOI':>7s}"
           f"{'NFE':>5s}{'RTF':>7s}")
     for name, s in rows:
-        print(f"{name:34s}{s['si_sdri_mean']:9.2f}{s['si_sdri_median']:8.2f}"
+        print(f"{name:46s}{s['si_sdri_mean']:9.2f}{s['si_sdri_median']:8.2f}"
               f"{100 * s['share_above_3db']:6.0f}%{s['pesq_nb']:6.2f}{s['estoi']:7.2f}"
               f"{s['nfe']:5d}{s['rtf']:7.3f}", flush=True)
 
@@ -129,6 +131,9 @@ def main(argv=None):
     ap.add_argument("--views", type=float, nargs="+", default=None, metavar="F",
                     help="speed factors of the one-shot separator's views (default: the "
                     "partner's own, 1 for --baseline)")
+    ap.add_argument("--postfilter", type=float, default=None, metavar="W",
+                    help="weight of the one-shot separator's Wiener post-filter, 0 for none "
+                    "(default: the partner's own, none for --baseline)")
     ap.add_argument("--split", choices=("tt", "cv"), default="tt",
                     help="test split (default) or the validation split to choose on")
     ap.add_argument("--threads", type=int, default=2)
@@ -147,11 +152,20 @@ def main(argv=None):
             partner = partner.with_views(args.views)
         except ValueError as e:
             ap.error(f"--views: {e}")
+    if partner is not None and args.postfilter is not None:
+        try:  # the window and power of the shipped partner's filter (or the defaults)
+            shipped = model.partner and model.partner.postfilter or WienerFilter()
+            partner = partner.with_postfilter(None if args.postfilter == 0 else WienerFilter(
+                shipped.n_fft, shipped.power, args.postfilter))
+        except ValueError as e:
+            ap.error(f"--postfilter: {e}")
     model.partner = None  # the DiffSep rows: the sampler's estimate alone
     base = {k: model.sampler[k] for k in ("snr", "corrector_steps", "denoise", "schedule")}
     results = {"model": str(path), "threads": args.threads, "sampler": base,
                "split": args.split, "one_shot": None if partner is None else str(partner.path),
-               "views": None if partner is None else list(partner.views), "corpora": {}}
+               "views": None if partner is None else list(partner.views),
+               "postfilter": None if partner is None or partner.postfilter is None
+               else partner.postfilter.describe(), "corpora": {}}
     corpora = ((f"recorded voices, held-out speakers ({args.split})", args.voices),
                (f"generated speech ({args.split})", args.synth))  # fmt: skip
     for title, root in corpora:
@@ -163,13 +177,16 @@ def main(argv=None):
         n = min(args.n_items, len(ds))
         rows = [("unprocessed mixture", summarize(mixture_row(ds, n)))]
         if partner is not None:
-            views = "/".join(f"{f:g}" for f in partner.views)
-            rows.append((f"one-shot separator, speeds {views}",
-                         summarize(separator_rows(OneShot(partner), ds, n, Settings()))))
+            name = "one-shot separator, speeds " + "/".join(f"{f:g}" for f in partner.views)
+            variants = [(name, partner.with_postfilter(None))]
+            if partner.postfilter is not None:
+                variants.insert(0, (f"{name}, Wiener {partner.postfilter.weight:g}", partner))
             if partner.views != (1.0,):
-                single = OneShot(partner.with_views([1.0]))
-                rows.append(("one-shot separator, speed 1",
-                             summarize(separator_rows(single, ds, n, Settings()))))
+                variants.append(("one-shot separator, speed 1",
+                                 partner.with_postfilter(None).with_views([1.0])))
+            for name, variant in variants:
+                recs = separator_rows(OneShot(variant), ds, n, Settings())
+                rows.append((name, summarize(recs)))
         default_final = bool(model.sampler["final_step"])
         runs = [(n_steps, default_final) for n_steps in args.steps]
         runs += [(n_steps, not default_final) for n_steps in args.flip_final_step]

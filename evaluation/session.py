@@ -4,6 +4,7 @@
 same session from `spec` on their own device.
 """
 
+import dataclasses
 import hashlib
 import platform
 import subprocess
@@ -40,6 +41,14 @@ def _file_id(path):
     p = Path(path).resolve()
     st = p.stat()
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _partner_id(partner):
+    """What a one-shot partner does beyond its file: its speed views and post-filter."""
+    pf = partner.postfilter
+    return {"views": list(partner.views),
+            "postfilter": None if pf is None else {"name": type(pf).__name__,
+                                                   **dataclasses.asdict(pf)}}
 
 
 def redirect_data(config, data_root=None, overrides=()):
@@ -99,11 +108,10 @@ class EvalSession:
             data = ({"data_root": sp["data_root"], "overrides": sp["overrides"]}
                     if sp["data_root"] or sp["overrides"] else {})
             if self.settings.one_shot:  # the file that separates
-                data["one_shot"] = {**_file_id(self.partner.path),
-                                    "views": list(self.partner.views)}
+                data["one_shot"] = {**_file_id(self.partner.path), **_partner_id(self.partner)}
             elif self.partner is not None:  # the blend's other half
                 data["partner"] = {**_file_id(self.partner.path), "weight": self.partner.weight,
-                                   "views": list(self.partner.views)}
+                                   **_partner_id(self.partner)}
             return {"checkpoint": _file_id(self.ckpt), **data}
         sp = self.spec
         src = _file_id(sp["config_from"]) if sp["config_from"] else None

@@ -8,7 +8,8 @@ either (``docs/model-card-speech-2spk-8k.md``). A shipped model may name such a 
 (``models.pretrained.PARTNERS``); :func:`models.loading.load_model` attaches it and
 :meth:`models.diffsep.DiffSepModel.separate` then returns the blend, unless it is called
 with ``blend=False``. A partner's own estimate is the mean over views of the mixture
-played slower and faster (:func:`speed_views`, ``Partner.views``).
+played slower and faster (:func:`speed_views`, ``Partner.views``), then, when it has
+one, put through a post-filter (``Partner.postfilter``: :mod:`models.postfilter`).
 """
 
 from __future__ import annotations
@@ -123,21 +124,30 @@ class Partner:
 
     Not a ``torch.nn.Module`` on purpose: attached to a model it adds nothing to the
     model's ``state_dict`` or parameters. ``weight`` is the share of the DiffSep
-    estimate in the blend.
+    estimate in the blend. ``postfilter(est, mix)``, when given, filters the mean of the
+    views (a :class:`models.postfilter.WienerFilter`).
     """
 
-    def __init__(self, model, weight: float = 0.5, path=None, views: Sequence[float] = (1.0,)):
+    def __init__(self, model, weight: float = 0.5, path=None, views: Sequence[float] = (1.0,),
+                 postfilter: Callable[[Tensor, Tensor], Tensor] | None = None):
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {weight}")
         self.net, self.sde = model.score_model.eval(), model.sde
         self.n_sources, self.fs = int(model.n_sources), int(model.fs)
         self.weight, self.path = float(weight), path  # the file it was loaded from
         self.views = _factors(views)  # speed factors (:func:`speed_views`)
+        self.postfilter = postfilter
 
     def with_views(self, views: Sequence[float]) -> Partner:
         """This separator (the same network) with other speed views."""
         other = copy.copy(self)
         other.views = _factors(views)
+        return other
+
+    def with_postfilter(self, postfilter: Callable[[Tensor, Tensor], Tensor] | None) -> Partner:
+        """This separator (the same network) with another post-filter, or None."""
+        other = copy.copy(self)
+        other.postfilter = postfilter
         return other
 
     @property
@@ -149,7 +159,8 @@ class Partner:
     def estimate(self, mix: Tensor) -> Tensor:
         if next(self.net.parameters()).device != mix.device:  # follows the model's device
             self.net.to(mix.device)
-        return speed_views(lambda y: estimate(self.net, self.sde, y), mix, self.views)
+        est = speed_views(lambda y: estimate(self.net, self.sde, y), mix, self.views)
+        return est if self.postfilter is None else self.postfilter(est, mix)
 
     def blend(self, est: Tensor, mix: Tensor) -> Tensor:
         """The DiffSep estimate ``est`` blended with this separator's estimate of ``mix``."""

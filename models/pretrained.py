@@ -27,9 +27,12 @@ ALIASES = {"speech": "speech-2spk-8k", "music": "music-4stem-11k"}
 DEFAULT_MODEL = "speech-2spk-8k"
 # Shipped one-shot separators that a shipped model blends its estimate with
 # (models/blend.py): model name -> (file name in pretrained/, share of the DiffSep
-# estimate, the speed factors of the views it averages: models.blend.speed_views). Not
-# models of their own: they separate only as a model's partner (or with --one-shot).
-PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.1, (1.0, 0.9, 1.1))}
+# estimate, the speed factors of the views it averages: models.blend.speed_views, the
+# keyword arguments of the Wiener post-filter of its estimate: models/postfilter.py, or
+# None). Not models of their own: they separate only as a model's partner (or with
+# --one-shot).
+PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.1, (1.0, 0.9, 1.1),
+                               {"n_fft": 1024, "power": 2.0, "weight": 0.7})}
 
 
 def pretrained_path(name: str) -> Path:
@@ -58,9 +61,10 @@ def partner_for(ckpt_path):
     """The :class:`models.blend.Partner` of a shipped model's file, None for any other
     file (a checkpoint of one's own, or a shipped model without a partner)."""
     path = Path(ckpt_path).resolve()
-    for name, (partner, weight, views) in PARTNERS.items():
+    for name, (partner, weight, views, postfilter) in PARTNERS.items():
         if path == pretrained_path(name).resolve():
             from models.blend import Partner
+            from models.postfilter import WienerFilter
 
             source = pretrained_path(partner)
             if not source.is_file():
@@ -68,7 +72,7 @@ def partner_for(ckpt_path):
                     f"the shipped model {name!r} blends its estimate with {source}, which is "
                     "missing (a partial clone?); pass --no-blend to use the model alone")
             return Partner(model_from_checkpoint(read_checkpoint(source), source), weight,
-                           source, views)
+                           source, views, postfilter and WienerFilter(**postfilter))
     return None
 
 

@@ -52,7 +52,7 @@ def shipped(tiny_ckpt, tmp_path, monkeypatch):
     """A tiny 'shipped' model with a partner in a pretrained folder of its own."""
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
     monkeypatch.setattr(pretrained, "PARTNERS", {"speech-2spk-8k": ("speech-2spk-8k-oneshot",
-                                                                      0.3, (1.0,))})
+                                                                      0.3, (1.0,), None)})
     model_path = export(tiny_ckpt, tmp_path / "speech-2spk-8k.ckpt")
     torch.manual_seed(3)
     other = load_model(tiny_ckpt)
@@ -79,6 +79,28 @@ def test_the_loader_attaches_the_partner_and_separate_blends_with_it(shipped):
     expected = combine(raw, model.partner.estimate(mix), mix, 0.3)
     assert torch.allclose(est, expected, atol=1e-6)
     assert not torch.allclose(est, fit_to_mixture(raw, mix), atol=1e-3)
+
+
+def test_a_partners_post_filter_filters_the_mean_of_its_views(shipped, monkeypatch):
+    from models.postfilter import WienerFilter
+
+    monkeypatch.setitem(pretrained.PARTNERS, "speech-2spk-8k", (
+        "speech-2spk-8k-oneshot", 0.3, (1.0, 1.1), {"n_fft": 256, "power": 2.0, "weight": 0.5}))
+    model = load_model(shipped)
+    partner = model.partner
+    assert partner.postfilter == WienerFilter(256, 2.0, 0.5)
+    mix = _sources(2, 1, 3000, seed=8)
+    plain = partner.with_postfilter(None).estimate(mix)
+    filtered = partner.estimate(mix)
+    assert torch.allclose(filtered, WienerFilter(256, 2.0, 0.5)(plain, mix), atol=1e-6)
+    assert not torch.allclose(filtered, fit_to_mixture(plain, mix), atol=1e-3)
+    assert partner.with_postfilter(None).postfilter is None and partner.postfilter is not None
+    # the one-shot separator alone and the blend both take the filtered estimate
+    assert torch.allclose(one_shot_for(shipped).separate(mix)[0], filtered, atol=1e-6)
+    gen = lambda: torch.Generator().manual_seed(9)  # noqa: E731
+    raw = model.separate(mix, N=2, generator=gen(), blend=False)[0]
+    est = model.separate(mix, N=2, generator=gen())[0]
+    assert torch.allclose(est, combine(raw, filtered, mix, 0.3), atol=1e-6)
 
 
 def test_a_checkpoint_of_ones_own_gets_no_partner(tiny_ckpt, shipped):
@@ -125,10 +147,12 @@ def test_evaluation_results_of_the_blend_and_of_the_model_alone_are_kept_apart(t
                 for blend in (True, False)]  # fmt: skip
     blended, alone = sessions
     assert blended.result_dir.name == alone.result_dir.name + "_blend"
-    partner_file, weight, views = PARTNERS[DEFAULT_MODEL]
+    partner_file, weight, views, postfilter = PARTNERS[DEFAULT_MODEL]
     assert blended.source_id()["partner"]["path"] == str(pretrained_path(partner_file))
     assert blended.source_id()["partner"]["weight"] == weight
     assert blended.source_id()["partner"]["views"] == list(views)
+    assert blended.source_id()["partner"]["postfilter"] == {"name": "WienerFilter",
+                                                            **postfilter}
     assert "partner" not in alone.source_id() and alone.separator.partner is None
     # the flag itself is no setting of the records: folders written before it still resume
     assert Settings(N=1, blend=False).fingerprint() == Settings(N=1).fingerprint()
