@@ -31,7 +31,7 @@ DEFAULT_MODEL = "speech-2spk-8k"
 # keyword arguments of the Wiener post-filter of its estimate: models/postfilter.py, or
 # None). Not models of their own: they separate only as a model's partner (or with
 # --one-shot).
-PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.1, (1.0, 0.9, 1.1),
+PARTNERS = {"speech-2spk-8k": ("speech-2spk-8k-oneshot", 0.05, (1.0, 0.9, 1.1),
                                {"n_fft": 1024, "power": 2.0, "weight": 0.7})}
 
 
