@@ -26,6 +26,7 @@ time over audio duration, on `--threads` CPU threads).
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -155,8 +156,8 @@ def main(argv=None):
     if partner is not None and args.postfilter is not None:
         try:  # the window and power of the shipped partner's filter (or the defaults)
             shipped = model.partner and model.partner.postfilter or WienerFilter()
-            partner = partner.with_postfilter(None if args.postfilter == 0 else WienerFilter(
-                shipped.n_fft, shipped.power, args.postfilter))
+            partner = partner.with_postfilter(None if args.postfilter == 0 else
+                                              dataclasses.replace(shipped, weight=args.postfilter))
         except ValueError as e:
             ap.error(f"--postfilter: {e}")
     model.partner = None  # the DiffSep rows: the sampler's estimate alone
@@ -165,7 +166,7 @@ def main(argv=None):
                "split": args.split, "one_shot": None if partner is None else str(partner.path),
                "views": None if partner is None else list(partner.views),
                "postfilter": None if partner is None or partner.postfilter is None
-               else partner.postfilter.describe(), "corpora": {}}
+               else dataclasses.asdict(partner.postfilter), "corpora": {}}
     corpora = ((f"recorded voices, held-out speakers ({args.split})", args.voices),
                (f"generated speech ({args.split})", args.synth))  # fmt: skip
     for title, root in corpora:
@@ -178,12 +179,12 @@ def main(argv=None):
         rows = [("unprocessed mixture", summarize(mixture_row(ds, n)))]
         if partner is not None:
             name = "one-shot separator, speeds " + "/".join(f"{f:g}" for f in partner.views)
-            variants = [(name, partner.with_postfilter(None))]
+            plain = partner.with_postfilter(None)
+            variants = [(name, plain)]
             if partner.postfilter is not None:
                 variants.insert(0, (f"{name}, Wiener {partner.postfilter.weight:g}", partner))
             if partner.views != (1.0,):
-                variants.append(("one-shot separator, speed 1",
-                                 partner.with_postfilter(None).with_views([1.0])))
+                variants.append(("one-shot separator, speed 1", plain.with_views([1.0])))
             for name, variant in variants:
                 recs = separator_rows(OneShot(variant), ds, n, Settings())
                 rows.append((name, summarize(recs)))

@@ -73,7 +73,3 @@ class WienerFilter:
             return est
         split = wiener_split(est, mix, self.n_fft, self.power)
         return self.weight * split + (1.0 - self.weight) * est
-
-    def describe(self) -> str:
-        return (f"Wiener post-filter, {self.n_fft}-sample window, power {self.power:g}, "
-                f"weight {self.weight:g}")
