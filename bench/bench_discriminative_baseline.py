@@ -2,7 +2,8 @@
 
     python bench/bench_discriminative_baseline.py [--minutes 20] [--threads 1]
         [--val-every 150] [--loss si-sdr|mse|mse-power] [--save FILE [--save-every 10]]
-        [--resume FILE] [--anneal MIN [--anneal-floor 0.02]] [-- extra Hydra overrides]
+        [--resume FILE | --grow-from FILE] [--anneal MIN [--anneal-floor 0.02]]
+        [-- extra Hydra overrides]
 
 A yardstick for the learning run of ``bench/bench_train_demo.py``: the network,
 data, crops, batch size, optimiser and gradient clipping of ``experiment=demo``,
@@ -25,7 +26,11 @@ beside it in ``FILE.state.pt``; ``--resume FILE`` continues such a run for anoth
 where it stopped (a file without its state continues with a fresh optimiser).
 The learning rate is the experiment's, constant; ``--anneal MIN`` lowers it along a
 half cosine to ``--anneal-floor`` times itself over the last MIN minutes of the sitting
-(a later sitting starts again from the experiment's rate).
+(a later sitting starts again from the experiment's rate). ``--grow-from FILE`` starts
+a deeper network (the experiment's, given more BLSTM layers by an override such as
+``model.score_model.backbone.n_layers=3``) from the separator in FILE: the new layers
+start as the identity, so it separates as FILE's did and training adds capacity without
+starting over; later sittings ``--resume`` the file it saves.
 """
 
 import argparse
@@ -104,28 +109,57 @@ def save_run(path, model, cfg, opt, step, minutes, curve, threads):
                                      "threads": threads, "lr": opt.param_groups[0]["lr"]})
 
 
+def read_separator(path, flag):
+    """(the network's ``state_dict``, steps, minutes) of a separator saved by --save (or
+    shipped); ``flag`` names the option that gave ``path`` in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{flag} {path}: no such file (a file written by --save)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = ckpt.get("state_dict")
+    if state_dict is None:
+        raise SystemExit(f"{flag} {path}: not a separator written by --save")
+    if CONFIG_KEY in ckpt:  # the inference format: the whole model's state
+        prefix = "score_model."
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    meta = ckpt.get(META_KEY, {})  # a shipped partner's meta gives hours, not minutes
+    minutes = float(meta.get("minutes", 60.0 * float(meta.get("hours", 0.0))))
+    return state_dict, int(meta.get("steps", 0)), minutes
+
+
+def grow_run(path, model):
+    """Start ``model``'s network from the separator saved at ``path``, which has fewer
+    BLSTM layers (``FrameBLSTM.load_shallower``: the new layers start as the identity, so
+    the grown network separates as the saved one did). Returns (step, minutes) so far;
+    Adam starts afresh."""
+    state_dict, step, minutes = read_separator(path, "--grow-from")
+    net = model.score_model
+    if not hasattr(net.backbone, "load_shallower"):
+        raise SystemExit(f"--grow-from needs a FrameBLSTM backbone, the experiment's is "
+                         f"{type(net.backbone).__name__}")
+    inner = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    try:
+        added = net.backbone.load_shallower(inner)
+        rest = {k: v for k, v in state_dict.items() if not k.startswith("backbone.")}
+        net.load_state_dict({**net.state_dict(), **rest})
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(f"--grow-from {path}: its network cannot grow into the experiment's "
+                         f"(same settings but a larger model.score_model.backbone.n_layers)"
+                         f"\n{e}") from None
+    print(f"grew {path} by {added} BLSTM layer(s): {net.backbone.n_layers} in all")
+    return step, minutes
+
+
 def resume_run(path, model, opt):
     """Load the separator saved at ``path`` into ``model`` and, when its state file is
     there and of the same step, Adam's moments into ``opt``. Returns (step, minutes,
     curve) so far."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"--resume {path}: no such file (a file written by --save)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state_dict = ckpt.get("state_dict")
-    if state_dict is None:
-        raise SystemExit(f"--resume {path}: not a separator written by --save")
-    if CONFIG_KEY in ckpt:  # the inference format: the whole model's state
-        prefix = "score_model."
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    state_dict, step, minutes = read_separator(path, "--resume")
     try:
         model.score_model.load_state_dict(state_dict)
     except RuntimeError as e:
         raise SystemExit(f"--resume {path}: its network does not match the experiment's (give "
                          f"the --experiment and overrides it was trained with)\n{e}") from None
-    meta = ckpt.get(META_KEY, {})  # a shipped partner's meta gives hours, not minutes
-    step = int(meta.get("steps", 0))
-    minutes = float(meta.get("minutes", 60.0 * float(meta.get("hours", 0.0))))
     curve = []
     state_file = state_path(path)
     if state_file.is_file():
@@ -201,6 +235,10 @@ def main(argv=None):
                     help="with --save: also write it (and its training state) this often")
     ap.add_argument("--resume", type=Path, default=None,
                     help="continue the run saved in this file (same experiment, overrides)")
+    ap.add_argument("--grow-from", type=Path, default=None, metavar="FILE",
+                    help="start from the separator in FILE grown deeper: the experiment's "
+                         "network with more BLSTM layers (model.score_model.backbone."
+                         "n_layers=...), the new ones starting as the identity; fresh Adam")
     ap.add_argument("--anneal", type=float, default=0.0, metavar="MIN",
                     help="lower the learning rate along a half cosine over the last MIN "
                          "minutes of this sitting (default 0: constant)")
@@ -214,6 +252,9 @@ def main(argv=None):
         ap.error(f"--anneal {args.anneal:g} must be between 0 and --minutes {args.minutes:g}")
     if not 0 < args.anneal_floor <= 1:
         ap.error(f"--anneal-floor {args.anneal_floor:g} must be in (0, 1]")
+    if args.resume and args.grow_from:
+        ap.error("--resume and --grow-from exclude each other: grow once, then resume "
+                 "the file the grown run saved")
     if args.resume and not args.save:
         ap.error("--resume needs --save: where the continued run goes (it may be the same file)")
     if args.threads:
@@ -239,6 +280,9 @@ def main(argv=None):
         step, before, curve = resume_run(args.resume, model, opt)
         torch.manual_seed(int(cfg.seed) + step)  # not the first sitting's batches again
         print(f"resuming {args.resume} at step {step} ({before:.1f} min so far)")
+    if args.grow_from:
+        step, before = grow_run(args.grow_from, model)
+        torch.manual_seed(int(cfg.seed) + step)
     first_step, t0 = step, time.time()
     last_save = t0
     budget = 60.0 * args.minutes

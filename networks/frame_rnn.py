@@ -90,6 +90,34 @@ class FrameBLSTM(nn.Module):
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
 
+    LAYER_PARTS = ("film", "norms", "rnns", "proj")  # the modules of one BLSTM layer
+
+    def load_shallower(self, state_dict: dict) -> int:
+        """Load the ``state_dict`` of a FrameBLSTM of the same settings but fewer layers
+        (to train a network deeper from a trained one): its layers become this one's
+        first ones and each extra layer starts as the identity, its output projection
+        zeroed (the residual connection passes the features on), so this network
+        computes exactly what the loaded one did. Returns the number of layers added."""
+        n = len({k.split(".")[1] for k in state_dict if k.startswith("rnns.")})
+        if not 1 <= n <= self.n_layers:
+            raise ValueError(f"cannot grow a FrameBLSTM of {n} layers into one of "
+                             f"{self.n_layers}")
+
+        def extra(key):
+            part, _, rest = key.partition(".")
+            return part in self.LAYER_PARTS and int(rest.split(".")[0]) >= n
+
+        missing = [k for k in self.state_dict() if k not in state_dict and not extra(k)]
+        if missing:
+            raise ValueError(f"the FrameBLSTM to grow from lacks {missing[:4]}: another "
+                             "configuration than this one's apart from n_layers")
+        self.load_state_dict({**self.state_dict(), **state_dict})  # strict: shapes, names
+        with torch.no_grad():
+            for proj in self.proj[n:]:
+                proj.weight.zero_()
+                proj.bias.zero_()
+        return self.n_layers - n
+
     def _check_input(self, x: torch.Tensor, t: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.c_in or x.shape[2] != self.n_freqs:
             raise ValueError(

@@ -102,3 +102,35 @@ def test_bad_input_errors():
         FrameBLSTM(embed_dim=7)
     with pytest.raises(ValueError, match="hidden must be >= 1"):
         FrameBLSTM(hidden=0)
+
+
+def test_a_network_grown_deeper_computes_what_the_shallow_one_did():
+    """load_shallower: the trained layers first, the new one the identity (its output
+    projection zero), so the outputs match; the grown layer then learns (its projection
+    gets a gradient) and, once moved, changes the output."""
+    shallow = small(n_layers=2, conv_channels=3)
+    torch.manual_seed(1)
+    deep = randomize_(FrameBLSTM(num_channels_in=6, num_channels_out=4, n_freqs=9, hidden=12,
+                                 n_layers=3, embed_dim=8, conv_channels=3)).eval()
+    assert deep.load_shallower(shallow.state_dict()) == 1
+    x, t = torch.randn(2, 6, 9, 11), torch.rand(2) + 0.1
+    with torch.no_grad():
+        assert torch.allclose(deep(x, t), shallow(x, t), atol=1e-6)
+    for name, value in shallow.state_dict().items():
+        assert torch.equal(deep.state_dict()[name], value), name
+    deep(x, t).square().sum().backward()
+    assert deep.proj[2].weight.grad.abs().max() > 0
+    with torch.no_grad():
+        deep.proj[2].weight.add_(0.1 * torch.randn_like(deep.proj[2].weight))
+        assert not torch.allclose(deep(x, t), shallow(x, t), atol=1e-3)
+    assert small(n_layers=2).load_shallower(small(n_layers=2).state_dict()) == 0
+
+
+def test_growing_from_a_deeper_or_other_network_is_refused():
+    deep, shallow = small(n_layers=3), small(n_layers=2)
+    with pytest.raises(ValueError, match="cannot grow a FrameBLSTM of 3 layers into one of 2"):
+        shallow.load_shallower(deep.state_dict())
+    with pytest.raises(ValueError, match="lacks .*conv1"):
+        small(n_layers=3, conv_channels=2).load_shallower(shallow.state_dict())
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        small(n_layers=3, hidden=16).load_shallower(shallow.state_dict())

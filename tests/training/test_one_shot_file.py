@@ -179,3 +179,45 @@ def test_an_anneal_longer_than_the_sitting_is_refused(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--minutes", "5", "--anneal", "2", "--anneal-floor", "0"])
     assert "--anneal-floor 0 must be in (0, 1]" in capsys.readouterr().err
+
+
+def _blstm_model(n_layers, seed):
+    cfg = compose_config(["model=cpu", "model.score_model.backbone.hidden=16",
+                          f"model.score_model.backbone.n_layers={n_layers}"])
+    torch.manual_seed(seed)
+    model = instantiate(cfg.model)
+    with torch.no_grad():  # weights no fresh model has (the FiLM layers start at zero)
+        for p in model.score_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model, cfg
+
+
+def test_a_separator_grown_deeper_separates_as_it_did_and_keeps_its_counts(tmp_path):
+    bench = _bench()
+    model, cfg = _blstm_model(1, seed=14)
+    path = tmp_path / "shallow.pt"
+    bench.save_one_shot(path, model, cfg, {"steps": 40, "minutes": 6.5})
+    deep, _ = _blstm_model(2, seed=15)
+    assert bench.grow_run(path, deep) == (40, 6.5)
+    mix = torch.randn(2, 1, 4000, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        expected = bench.estimate(model.score_model.eval(), model.sde, mix)
+        got = bench.estimate(deep.score_model.eval(), deep.sde, mix)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert len(deep.score_model.backbone.rnns) == 2
+
+
+def test_growing_into_a_network_that_does_not_fit_is_refused(tmp_path, capsys):
+    bench = _bench()
+    model, cfg = _blstm_model(2, seed=17)
+    path = tmp_path / "two.pt"
+    bench.save_one_shot(path, model, cfg)
+    with pytest.raises(SystemExit, match="cannot grow into the experiment's"):
+        bench.grow_run(path, _blstm_model(1, seed=18)[0])
+    with pytest.raises(SystemExit, match="needs a FrameBLSTM backbone"):
+        bench.grow_run(path, _trained_model(19)[0])
+    with pytest.raises(SystemExit, match="--grow-from .*no such file"):
+        bench.grow_run(tmp_path / "missing.pt", model)
+    with pytest.raises(SystemExit):
+        bench.main(["--resume", str(path), "--grow-from", str(path), "--save", str(path)])
+    assert "--resume and --grow-from exclude each other" in capsys.readouterr().err
