@@ -21,8 +21,8 @@ def _bench():
     return module
 
 
-def _trained_model(seed):
-    cfg = compose_config(FAST_MODEL)
+def _trained_model(seed, overrides=FAST_MODEL):
+    cfg = compose_config(overrides)
     torch.manual_seed(seed)
     model = instantiate(cfg.model)
     with torch.no_grad():  # stands in for training: weights no fresh model has
@@ -182,14 +182,9 @@ def test_an_anneal_longer_than_the_sitting_is_refused(capsys):
 
 
 def _blstm_model(n_layers, seed):
-    cfg = compose_config(["model=cpu", "model.score_model.backbone.hidden=16",
-                          f"model.score_model.backbone.n_layers={n_layers}"])
-    torch.manual_seed(seed)
-    model = instantiate(cfg.model)
-    with torch.no_grad():  # weights no fresh model has (the FiLM layers start at zero)
-        for p in model.score_model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model, cfg
+    """A small FrameBLSTM separator (the FiLM layers moved off their zero start too)."""
+    return _trained_model(seed, ["model=cpu", "model.score_model.backbone.hidden=16",
+                                 f"model.score_model.backbone.n_layers={n_layers}"])
 
 
 def test_a_separator_grown_deeper_separates_as_it_did_and_keeps_its_counts(tmp_path):
