@@ -3,7 +3,7 @@
     python bench/bench_discriminative_baseline.py [--minutes 20] [--threads 1]
         [--val-every 150] [--loss si-sdr|mse|mse-power] [--save FILE [--save-every 10]]
         [--resume FILE | --grow-from FILE] [--anneal MIN [--anneal-floor 0.02]]
-        [-- extra Hydra overrides]
+        [--device cuda] [-- extra Hydra overrides]
 
 A yardstick for the learning run of ``bench/bench_train_demo.py``: the network,
 data, crops, batch size, optimiser and gradient clipping of ``experiment=demo``,
@@ -30,7 +30,8 @@ half cosine to ``--anneal-floor`` times itself over the last MIN minutes of the 
 a deeper network (the experiment's, given more BLSTM layers by an override such as
 ``model.score_model.backbone.n_layers=3``) from the separator in FILE: the new layers
 start as the identity, so it separates as FILE's did and training adds capacity without
-starting over; later sittings ``--resume`` the file it saves.
+starting over; later sittings ``--resume`` the file it saves. ``--device cuda`` trains
+on a GPU (``bench/gpu_voices.py partner`` runs it there, with bigger batches).
 """
 
 import argparse
@@ -244,6 +245,7 @@ def main(argv=None):
                          "minutes of this sitting (default 0: constant)")
     ap.add_argument("--anneal-floor", type=float, default=0.02, metavar="F",
                     help="with --anneal: the rate at the end, as a fraction of the start")
+    ap.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides of the demo config")
     args = ap.parse_args(argv)
     if args.save_every <= 0:
@@ -259,12 +261,18 @@ def main(argv=None):
         ap.error("--resume needs --save: where the continued run goes (it may be the same file)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: no GPU is visible to torch")
+        torch.backends.cuda.matmul.allow_tf32 = True  # the BLSTM's matrix products
+        torch.backends.cudnn.allow_tf32 = True
 
     cfg = demo_config(args.overrides, args.experiment)
     torch.manual_seed(int(cfg.seed))
     dm = instantiate(cfg.datamodule)
     dm.setup("fit")
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model).to(device)
     net, sde = model.score_model, model.sde
     opt = model.optimizer_factory(params=net.parameters())
     base_lr = opt.defaults["lr"]
@@ -273,7 +281,7 @@ def main(argv=None):
     for i, batch in enumerate(dm.val_dataloader()):
         if i >= int(cfg.model.valid_max_sep_batches):
             break
-        val.append((batch[0], batch[1]))
+        val.append((batch[0].to(device), batch[1].to(device)))
 
     curve, step, before = [], 0, 0.0
     if args.resume:
@@ -291,15 +299,16 @@ def main(argv=None):
           f"{args.minutes:g} min; validation on {sum(m.shape[0] for m, _ in val)} excerpts")
     print(f"{'step':>6} {'minutes':>8} {'train loss':>11} {'val SI-SDRi dB':>15} {'lr':>9}")
     running = []
+    loader = dm.train_dataloader()  # once: persistent workers stay up between epochs
     while time.time() - t0 < budget:
-        for mix, tgt, *_ in dm.train_dataloader():
+        for mix, tgt, *_ in loader:
             if time.time() - t0 >= budget:
                 break
             lr = base_lr * lr_factor(time.time() - t0, budget, 60.0 * args.anneal,
                                      args.anneal_floor)
             for group in opt.param_groups:
                 group["lr"] = lr
-            mix_n, tgt_n, _ = normalize(mix, tgt)
+            mix_n, tgt_n, _ = normalize(mix.to(device), tgt.to(device))
             loss = LOSSES[args.loss](one_shot(net, sde, mix_n), tgt_n)
             opt.zero_grad()
             loss.backward()

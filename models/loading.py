@@ -150,7 +150,7 @@ def write_inference_file(config, model, meta, out_path, half=False) -> Path:
     floating-point weights as float16 (half the size; loading copies them into the
     model's float32 parameters)."""
     def stored(v):
-        v = v.detach().clone()
+        v = v.detach().to("cpu", copy=True)  # a model trained on a GPU loads anywhere
         return v.half() if half and v.is_floating_point() else v
 
     payload = {CONFIG_KEY: config,

@@ -119,3 +119,79 @@ def test_gpu_voices_dry_run(tmp_path):
 
     model = load_model(whole, "cpu")
     assert model.fs == FS and model.sampler["N"] == 8
+
+
+def _git_tree(root: Path) -> Path:
+    """A git checkout with a tracked, an untracked and an ignored file of known sizes."""
+    root.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (root / ".gitignore").write_text("/ignored/\n/.whl/\n")
+    (root / "tracked.bin").write_bytes(b"t" * 3000)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    (root / "untracked.bin").write_bytes(b"u" * 500)
+    (root / "ignored").mkdir()
+    (root / "ignored" / "big.bin").write_bytes(b"i" * 10**6)
+    return root
+
+
+def test_the_pack_gets_the_room_the_tracked_files_and_wheels_leave(tmp_path):
+    root = _git_tree(tmp_path / "repo")
+    tree = 3000 + 500 + len((root / ".gitignore").read_bytes())
+    assert gpu_voices.travelling_bytes(root) == tree + gpu_voices.WHEELS_GUESS
+    (root / ".whl").mkdir()
+    (root / ".whl" / "a-1.0-py3-none-any.whl").write_bytes(b"w" * 7000)
+    assert gpu_voices.travelling_bytes(root) == tree + 7000  # the wheels, not the guess
+    assert gpu_voices.room_mb(root, margin_mb=1.0) == pytest.approx(
+        (64 * 2**20 - tree - 7000) / 2**20 - 1.0)
+    # an earlier pack inside the checkout, not ignored, is replaced: it does not count
+    (root / "pack").mkdir()
+    (root / "pack" / "old.ogg").write_bytes(b"p" * 4000)
+    assert gpu_voices.travelling_bytes(root) == tree + 7000 + 4000
+    assert gpu_voices.travelling_bytes(root, root / "pack") == tree + 7000
+
+
+def test_a_partner_is_never_shrunk(tmp_path, capsys):
+    shipped = REPO / gpu_voices.PARTNER
+    have = gpu_voices.partner_layers(shipped)
+    assert have >= 2
+    with pytest.raises(SystemExit, match=f"--layers {have - 1} is fewer than the {have}"):
+        gpu_voices.main(["partner", "--out", str(tmp_path), "--layers", str(have - 1),
+                         "--dry-run"])  # fmt: skip
+    not_partner = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}}, not_partner)
+    with pytest.raises(SystemExit, match="not a FrameBLSTM one-shot separator"):
+        gpu_voices.partner_layers(not_partner)
+
+
+@pytest.mark.slow
+def test_gpu_voices_partner_dry_run_grows_and_trains_the_shipped_partner(tmp_path):
+    root = make_voices(tmp_path / "voices", n_tr=4, n_cv=2)
+    pack = tmp_path / "pack"
+    gpu_voices.pack(root, pack, max_mb=10.0, n_cv=2)
+    out = tmp_path / "out"
+    shipped = REPO / gpu_voices.PARTNER
+    have = gpu_voices.partner_layers(shipped)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "bench/gpu_voices.py", "partner", "--pack", str(pack),
+                           "--out", str(out), "--layers", str(have + 1), "--dry-run",
+                           "--work", str(tmp_path / "work")],
+                          cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "DRY RUN" in proc.stdout and f"grew {shipped.relative_to(REPO)}" in (
+        out / "partner.log").read_text()
+    report = json.loads((out / "gpu_voices.json").read_text())
+    assert report["layers"] == have + 1 and report["pack_cv_items"] == 2
+    from models.loading import META_KEY, STATE_KEY, load_model
+
+    start = torch.load(shipped, map_location="cpu", weights_only=True)[META_KEY]["steps"]
+    assert report["train"]["steps"] > int(start) and report["train"]["curve"]  # counts go on
+    whole = out / "speech-2spk-8k-oneshot-gpu.ckpt"
+    whole.write_bytes(b"".join((out / p).read_bytes() for p in report["parts"]))
+    ckpt = torch.load(whole, map_location="cpu", weights_only=True)
+    meta = ckpt[META_KEY]
+    assert meta["layers"] == str(have + 1) and meta["hardware"] == "cpu (dry run)"
+    assert all(v.dtype != torch.float32 for v in ckpt[STATE_KEY].values())  # float16
+    assert len(load_model(whole, "cpu").score_model.backbone.rnns) == have + 1

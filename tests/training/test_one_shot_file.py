@@ -181,6 +181,13 @@ def test_an_anneal_longer_than_the_sitting_is_refused(capsys):
     assert "--anneal-floor 0 must be in (0, 1]" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_training_on_a_gpu_that_is_not_there_is_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit):
+        _bench().main(["--device", "cuda", "--minutes", "1"])
+    assert "--device cuda: no GPU is visible to torch" in capsys.readouterr().err
+
+
 def _blstm_model(n_layers, seed):
     """A small FrameBLSTM separator (the FiLM layers moved off their zero start too)."""
     return _trained_model(seed, ["model=cpu", "model.score_model.backbone.hidden=16",
