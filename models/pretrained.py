@@ -14,7 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from models.loading import CONFIG_KEY, model_from_checkpoint, read_checkpoint, write_inference_file
+from models.loading import (
+    CONFIG_KEY,
+    META_KEY,
+    model_from_checkpoint,
+    read_checkpoint,
+    write_inference_file,
+)
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 PRETRAINED = {
@@ -101,7 +107,9 @@ def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None =
     `average` lists more checkpoints of the same network (e.g. fine-tuned from one
     start): the file then holds the uniform mean of all their EMA weights, a "model
     soup" (Wortsman et al., ICML 2022), with the first checkpoint's config. ``half``
-    stores the weights as float16.
+    stores the weights as float16. A file already in the inference format (a shipped
+    model, a separator saved by ``bench_discriminative_baseline.py``) keeps the facts
+    stored with it; `meta` adds to them or replaces them.
     """
     ckpt = read_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, ckpt_path)  # before the sampler update below
@@ -114,9 +122,14 @@ def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None =
         if unknown:
             raise ValueError(f"unknown sampler keys {sorted(unknown)}")
         config["model"]["sampler"].update(sampler)
-    info = {"global_step": int(ckpt.get("global_step", -1)),
-            "epoch": int(ckpt.get("epoch", -1)),
-            "source_checkpoint": ", ".join(p.name for p in sources)}  # fmt: skip
+    names = ", ".join(p.name for p in sources)
+    if META_KEY in ckpt:  # a shipped file exported again (say --half): its facts stay
+        info = dict(ckpt[META_KEY])
+        if len(sources) > 1:
+            info["source_checkpoint"] = names
+    else:
+        info = {"global_step": int(ckpt.get("global_step", -1)),
+                "epoch": int(ckpt.get("epoch", -1)), "source_checkpoint": names}  # fmt: skip
     info.update(meta or {})
     return write_inference_file(config, model, info, out_path, half=half)
 

@@ -41,6 +41,17 @@ def test_export_sets_the_shipped_sampler_defaults(tiny_ckpt, tmp_path):
         export(tiny_ckpt, tmp_path / "t.ckpt", sampler={"steps": 5})
 
 
+def test_exporting_a_shipped_file_again_keeps_its_facts(tiny_ckpt, tmp_path):
+    first = export(tiny_ckpt, tmp_path / "a.ckpt", {"hardware": "test", "hours": "2"})
+    again = export(first, tmp_path / "b.ckpt", {"hours": "3"}, half=True)
+    meta = torch.load(again, map_location="cpu", weights_only=True)[META_KEY]
+    assert meta["hardware"] == "test" and meta["hours"] == "3"  # kept, and replaced
+    before = torch.load(first, map_location="cpu", weights_only=True)[META_KEY]
+    assert meta["source_checkpoint"] == before["source_checkpoint"] == tiny_ckpt.name
+    assert meta["global_step"] == before["global_step"]
+    assert again.stat().st_size < 0.7 * first.stat().st_size
+
+
 def test_resolve_model_by_name_path_or_default(tiny_ckpt, tmp_path):
     assert resolve_model(tiny_ckpt) == tiny_ckpt
     assert resolve_model(None) == resolve_model(DEFAULT_MODEL) == pretrained_path(DEFAULT_MODEL)
