@@ -97,24 +97,31 @@ def test_split_file_cuts_a_file_into_parts_that_join_back(tmp_path):
     assert not f.exists() and b"".join(p.read_bytes() for p in parts) == blob
 
 
-@pytest.mark.slow
-def test_gpu_voices_dry_run(tmp_path):
-    root = make_voices(tmp_path / "voices", n_tr=4, n_cv=1)
+def dry_run(tmp_path: Path, command: str, n_cv: int, *options: str):
+    """`gpu_voices.py COMMAND --dry-run` on a pack of a small fake corpus: (stdout, out)."""
+    root = make_voices(tmp_path / "voices", n_tr=4, n_cv=n_cv)
     pack = tmp_path / "pack"
-    gpu_voices.pack(root, pack, max_mb=10.0, n_cv=1)
+    gpu_voices.pack(root, pack, max_mb=10.0, n_cv=n_cv)
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "bench/gpu_voices.py", "train", "--pack", str(pack),
-                           "--out", str(out), "--dry-run"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run([sys.executable, "bench/gpu_voices.py", command, "--pack", str(pack),
+                           "--out", str(out), "--dry-run", "--work", str(tmp_path / "work"),
+                           *options], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout, out
+
+
+@pytest.mark.slow
+def test_gpu_voices_dry_run(tmp_path):
+    stdout, out = dry_run(tmp_path, "train", 1)
     report = json.loads((out / "gpu_voices.json").read_text())
     assert report["dry_run"] is True and report["pack_tr_items"] == 4
     assert report["train"]["steps_per_s"] > 0
     whole = out / "speech-2spk-8k-gpu.ckpt"
     whole.write_bytes(b"".join((out / p).read_bytes() for p in report["parts"]))
     state = torch.load(whole, map_location="cpu", weights_only=True)
-    assert isinstance(state, dict) and "DRY RUN" in proc.stdout
+    assert isinstance(state, dict) and "DRY RUN" in stdout
     from models.loading import load_model
 
     model = load_model(whole, "cpu")
@@ -167,20 +174,10 @@ def test_a_partner_is_never_shrunk(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gpu_voices_partner_dry_run_grows_and_trains_the_shipped_partner(tmp_path):
-    root = make_voices(tmp_path / "voices", n_tr=4, n_cv=2)
-    pack = tmp_path / "pack"
-    gpu_voices.pack(root, pack, max_mb=10.0, n_cv=2)
-    out = tmp_path / "out"
     shipped = REPO / gpu_voices.PARTNER
     have = gpu_voices.partner_layers(shipped)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "bench/gpu_voices.py", "partner", "--pack", str(pack),
-                           "--out", str(out), "--layers", str(have + 1), "--dry-run",
-                           "--work", str(tmp_path / "work")],
-                          cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "DRY RUN" in proc.stdout and f"grew {shipped.relative_to(REPO)}" in (
+    stdout, out = dry_run(tmp_path, "partner", 2, "--layers", str(have + 1))
+    assert "DRY RUN" in stdout and f"grew {shipped.relative_to(REPO)}" in (
         out / "partner.log").read_text()
     report = json.loads((out / "gpu_voices.json").read_text())
     assert report["layers"] == have + 1 and report["pack_cv_items"] == 2
