@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 import models.pretrained as pretrained
 from evaluation.cli import add_common_args, settings_from_args
 from models.blend import combine, fit_to_mixture
-from models.loading import load_model, write_inference_file
+from models.loading import HALF_MIN_NUMEL, load_model, write_inference_file
 from models.pretrained import export, one_shot_for
 
 
@@ -117,7 +117,10 @@ def test_a_missing_partner_file_says_how_to_go_on(shipped):
 def test_float16_storage_holds_the_rounded_weights(shipped):
     path = shipped.parent / "speech-2spk-8k-oneshot.ckpt"
     raw = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    assert all(v.dtype == torch.float16 for v in raw.values() if v.is_floating_point())
+    floats = [v for v in raw.values() if v.is_floating_point()]
+    assert all(v.dtype == (torch.float16 if v.numel() >= HALF_MIN_NUMEL else torch.float32)
+               for v in floats)  # fmt: skip
+    assert any(v.dtype == torch.float16 for v in floats)
     net = load_model(shipped).partner.net
     for name, value in net.state_dict().items():
         assert value.dtype == torch.float32
