@@ -147,7 +147,7 @@ def model_from_checkpoint(ckpt, source, device="cpu"):
 # round badly. The Fourier frequencies of FrameBLSTM's time embedding (|W| up to 40)
 # multiply log t: rounded to float16 they shift its phases by up to 0.3 rad at t = 0.03,
 # where the shipped diffusion model's score then moved by 1 % (0.02 % with the small
-# tensors kept; its SI-SDRi on 6 cv mixtures by at most 0.013 dB, and 0.002 dB).
+# tensors kept), and its SI-SDRi on 6 cv mixtures by up to 0.013 dB (0.002 dB kept).
 HALF_MIN_NUMEL = 4096
 
 

@@ -107,9 +107,10 @@ def export(ckpt_path, out_path, meta: dict | None = None, sampler: dict | None =
     `average` lists more checkpoints of the same network (e.g. fine-tuned from one
     start): the file then holds the uniform mean of all their EMA weights, a "model
     soup" (Wortsman et al., ICML 2022), with the first checkpoint's config. ``half``
-    stores the weights as float16. A file already in the inference format (a shipped
-    model, a separator saved by ``bench_discriminative_baseline.py``) keeps the facts
-    stored with it; `meta` adds to them or replaces them.
+    stores the large weights as float16 (``write_inference_file``). A file already in
+    the inference format (a shipped model, a separator saved by
+    ``bench_discriminative_baseline.py``) keeps the facts stored with it; `meta` adds to
+    them or replaces them.
     """
     ckpt = read_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, ckpt_path)  # before the sampler update below
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--sampler", nargs="*", default=[], metavar="KEY=VALUE",
                    help="default sampler settings of the shipped model, e.g. N=8 final_step=true")
     p.add_argument("--half", action="store_true",
-                   help="store the weights as float16 (half the file; check the scores)")
+                   help="store the large weights as float16 (half the file; check the scores)")
     args = p.parse_args(argv)
     meta = dict(kv.split("=", 1) for kv in args.meta)
     sampler = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sampler)}
